@@ -1,0 +1,57 @@
+"""Comments on articles (RealWorld ``/articles/{slug}/comments``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from app.api.v1.dependencies import MAX_INT32, CurrentUser, SessionDep, ViewerId
+from app.core.errors import error_responses
+from app.schemas.comment import CommentListResponse, CommentResponse, NewCommentRequest
+from app.services import comments as comment_service
+
+router = APIRouter(prefix="/articles/{slug}/comments", tags=["Comments"])
+
+SlugPath = Annotated[str, Path(max_length=255, description="The article's slug.")]
+
+
+@router.get(
+    "",
+    response_model=CommentListResponse,
+    summary="List comments",
+    description="The article's comments, newest first.",
+    responses=error_responses(401, 404, 422),
+)
+async def list_comments(slug: SlugPath, session: SessionDep, viewer_id: ViewerId) -> CommentListResponse:
+    return CommentListResponse(comments=await comment_service.list_comments(session, slug, viewer_id))
+
+
+@router.post(
+    "",
+    response_model=CommentResponse,
+    summary="Add a comment",
+    description="Comment on an article. Answers 200, as the RealWorld contract says.",
+    responses=error_responses(401, 404, 422),
+)
+async def add_comment(
+    slug: SlugPath, body: NewCommentRequest, session: SessionDep, user: CurrentUser
+) -> CommentResponse:
+    return CommentResponse(comment=await comment_service.add_comment(session, user, slug, body.comment.body))
+
+
+@router.delete(
+    "/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a comment",
+    description="Only the comment's author may delete it.",
+    responses=error_responses(401, 403, 404, 422),
+)
+async def delete_comment(
+    slug: SlugPath,
+    comment_id: Annotated[int, Path(ge=1, le=MAX_INT32, description="The comment's id.")],
+    session: SessionDep,
+    user: CurrentUser,
+) -> None:
+    await comment_service.delete_comment(session, user, slug, comment_id)

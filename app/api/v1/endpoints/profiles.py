@@ -1,0 +1,49 @@
+"""Profiles and follows (RealWorld ``/profiles``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from app.api.v1.dependencies import CurrentUser, SessionDep, ViewerId
+from app.core.errors import error_responses
+from app.schemas.profile import ProfileResponse
+from app.services import profiles as profile_service
+
+router = APIRouter(prefix="/profiles", tags=["Profiles"])
+
+UsernamePath = Annotated[str, Path(max_length=64, description="The username of the profile.")]
+
+
+@router.get(
+    "/{username}",
+    response_model=ProfileResponse,
+    summary="Get a profile",
+    description="A user's public profile; `following` tells whether the caller follows them.",
+    responses=error_responses(401, 404, 422),
+)
+async def get_profile(username: UsernamePath, session: SessionDep, viewer_id: ViewerId) -> ProfileResponse:
+    return ProfileResponse(profile=await profile_service.get_profile(session, username, viewer_id))
+
+
+@router.post(
+    "/{username}/follow",
+    response_model=ProfileResponse,
+    summary="Follow a user",
+    description="Follow a user. Idempotent: following again changes nothing.",
+    responses=error_responses(401, 404, 422),
+)
+async def follow(username: UsernamePath, session: SessionDep, user: CurrentUser) -> ProfileResponse:
+    return ProfileResponse(profile=await profile_service.follow(session, user, username))
+
+
+@router.delete(
+    "/{username}/follow",
+    response_model=ProfileResponse,
+    summary="Unfollow a user",
+    description="Stop following a user. Idempotent.",
+    responses=error_responses(401, 404, 422),
+)
+async def unfollow(username: UsernamePath, session: SessionDep, user: CurrentUser) -> ProfileResponse:
+    return ProfileResponse(profile=await profile_service.unfollow(session, user, username))

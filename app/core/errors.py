@@ -1,0 +1,294 @@
+"""The error model: domain exceptions raised by services, rendered in one place.
+
+Every error response is an RFC 9457 problem document (``application/problem+json``) that also
+carries the RealWorld ``errors`` member, so both kinds of client understand it::
+
+    {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
+     "detail": "email has already been taken", "instance": "/api/v1/users", "code": "validation_failed",
+     "errors": {"body": ["email has already been taken"], "email": ["has already been taken"]}}
+
+Nothing internal (tracebacks, SQL, driver names, paths) is ever rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger("conduit.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class AppError(Exception):
+    """Base of the domain errors. Services raise these; they never know about HTTP responses."""
+
+    status_code: int = HTTPStatus.BAD_REQUEST
+    code: str = "bad_request"
+
+    def __init__(self, detail: str, *, fields: Mapping[str, Sequence[str]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fields = {name: list(messages) for name, messages in (fields or {}).items()}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class NotFoundError(AppError):
+    status_code = HTTPStatus.NOT_FOUND
+    code = "not_found"
+
+
+class AuthenticationError(AppError):
+    status_code = HTTPStatus.UNAUTHORIZED
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Token realm="conduit"'}
+
+
+class PermissionDeniedError(AppError):
+    status_code = HTTPStatus.FORBIDDEN
+    code = "forbidden"
+
+
+class ConflictError(AppError):
+    status_code = HTTPStatus.CONFLICT
+    code = "conflict"
+
+
+class ValidationFailedError(AppError):
+    """Input that is well-formed but not acceptable (e.g. a taken username): 422."""
+
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "validation_failed"
+
+    @classmethod
+    def for_field(cls, field: str, message: str) -> ValidationFailedError:
+        return cls(f"{field} {message}", fields={field: [message]})
+
+
+class ServiceUnavailableError(AppError):
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+
+
+class ProblemErrors(BaseModel):
+    """The RealWorld ``errors`` member: ``body`` always, plus one key per offending field."""
+
+    model_config = ConfigDict(extra="allow")
+    body: list[str]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, extended with the RealWorld ``errors`` member."""
+
+    type: str = Field(default="about:blank", examples=["about:blank"])
+    title: str = Field(examples=["Not Found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["article not found"])
+    instance: str | None = Field(default=None, examples=["/api/v1/articles/no-such-slug"])
+    code: str = Field(description="A stable, machine-readable error code.", examples=["not_found"])
+    errors: ProblemErrors = Field(examples=[{"body": ["article not found"]}])
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    code: str,
+    fields: Mapping[str, Sequence[str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    errors: dict[str, list[str]] = {"body": [detail]}
+    for name, messages in (fields or {}).items():
+        errors.setdefault(name, []).extend(messages)
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "code": code,
+        "errors": errors,
+    }
+    return Response(
+        orjson.dumps(body),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+def _field_name(loc: Sequence[int | str]) -> str:
+    """The name a client knows a field by: the last named element of a Pydantic location."""
+    names = [part for part in loc if isinstance(part, str)]
+    if len(names) > 1 and names[0] in {"body", "query", "path", "header", "cookie"}:
+        names = names[1:]
+    return names[-1] if names else "body"
+
+
+# Human messages for the string patterns the schemas use, keyed by the pattern (filled by the schemas).
+PATTERN_MESSAGES: dict[str, str] = {}
+
+_MESSAGES = {
+    "missing": "can't be blank",
+    "string_too_long": "is too long (maximum is {max_length} characters)",
+    "too_long": "has too many items (maximum is {max_length})",
+    "string_type": "must be a string",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    """A short message in RealWorld style ("can't be blank"), the field name being the key."""
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    if kind == "string_too_short":
+        min_length = ctx.get("min_length", 1)
+        return "can't be blank" if min_length == 1 else f"is too short (minimum is {min_length} characters)"
+    if kind == "string_pattern_mismatch":
+        return PATTERN_MESSAGES.get(str(ctx.get("pattern")), "has an invalid format")
+    if kind in _MESSAGES:
+        return _MESSAGES[kind].format(**ctx)
+    return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return problem_response(
+        request,
+        exc.status_code,
+        exc.detail,
+        code=exc.code,
+        fields=exc.fields,
+        headers=exc.headers(),
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    fields: dict[str, list[str]] = {}
+    general: list[str] = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            general.append("the request body is not valid JSON")
+            continue
+        fields.setdefault(_field_name(error.get("loc", ())), []).append(_message(error))
+    general += [f"{name} {' and '.join(messages)}" for name, messages in fields.items()]
+    return problem_response(
+        request, HTTPStatus.UNPROCESSABLE_ENTITY, "; ".join(general), code="validation_failed", fields=fields
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = HTTPStatus(exc.status_code)
+    detail = (
+        exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else status.phrase.lower()
+    )
+    return problem_response(
+        request,
+        status,
+        detail,
+        code=status.name.lower(),
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _integrity_error(request: Request, exc: Exception) -> Response:
+    # A constraint the service did not anticipate: a conflict with existing data, never a 500.
+    logger.warning(
+        "integrity error on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc.__cause__).__name__,
+    )
+    return problem_response(
+        request,
+        HTTPStatus.CONFLICT,
+        "the request conflicts with existing data",
+        code="conflict",
+    )
+
+
+async def _data_error(request: Request, exc: Exception) -> Response:
+    # The database refused a value the schemas let through (e.g. out of a column's range).
+    logger.warning("data error on %s %s", request.method, request.url.path)
+    return problem_response(
+        request,
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "a value is out of the accepted range",
+        code="validation_failed",
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    logger.error(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return problem_response(
+        request,
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "the service is temporarily unavailable, please retry",
+        code="service_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        request,
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "internal server error",
+        code="internal_error",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+    app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting the problem documents a route can return."""
+    return {
+        status: {
+            "model": Problem,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

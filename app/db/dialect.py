@@ -1,0 +1,29 @@
+"""The few statements whose spelling differs between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql import ColumnElement, func
+from sqlalchemy.sql.dml import Insert
+
+
+def insert_ignoring_conflicts(session: AsyncSession, table: Any, *index_elements: Any) -> Insert:
+    """``INSERT … ON CONFLICT DO NOTHING``: concurrent duplicates become no-ops, not errors.
+
+    Unlike check-then-insert this is race-free, and unlike catching ``IntegrityError`` it leaves
+    the transaction usable on PostgreSQL.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index_elements) or None)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements) or None)
+
+
+def json_array_agg(session: AsyncSession, column: QueryableAttribute[Any]) -> ColumnElement[Any]:
+    """Aggregate ``column`` into a JSON array (text); ``NULL`` or ``[]`` for no rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.json_agg(column)
+    return func.json_group_array(column)

@@ -1,0 +1,67 @@
+"""The application factory: ``uvicorn --factory app.main:create_app``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.v1.router import api_router
+from app.core.config import Settings, get_settings
+from app.core.errors import install_error_handlers
+from app.core.security import PasswordHasher, TokenService
+from app.db.session import create_engine, create_sessionmaker
+
+API_V1_PREFIX = "/api/v1"
+
+DESCRIPTION = """
+A publishing platform API: articles, comments, tags, favorites, follows and profiles.
+
+`/api/v1` is a superset of the [RealWorld](https://realworld-docs.netlify.app/) "Conduit" API, so every
+RealWorld front end works against it unchanged. Authenticate with `Authorization: Token <jwt>`
+(or `Bearer <jwt>`), using the token returned by register or login.
+
+Errors are RFC 9457 problem documents that also carry the RealWorld `errors` member.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.getLogger("conduit").setLevel(settings.log_level)
+    engine = create_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Conduit",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=f"{API_V1_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.hasher = PasswordHasher(settings)
+    app.state.tokens = TokenService(settings)
+
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        # Credentials are never combined with a wildcard origin.
+        allow_credentials="*" not in settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+        max_age=600,
+    )
+    app.include_router(api_router, prefix=API_V1_PREFIX)
+    return app

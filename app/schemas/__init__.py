@@ -1,0 +1,1 @@
+"""Pydantic models for every request and response body."""

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class TagListResponse(BaseModel):
+    tags: list[str] = Field(examples=[["dragons", "training"]])

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from app.core.errors import PATTERN_MESSAGES
+from app.schemas.common import CleanText, Schema
+
+USERNAME_MAX = 64
+PASSWORD_MIN = 8
+PASSWORD_MAX = 128
+BIO_MAX = 4096
+IMAGE_MAX = 2048
+USERNAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+PATTERN_MESSAGES[USERNAME_PATTERN] = "may contain only letters, digits, '_' and '-'"
+
+
+def _normalise_email(value: str) -> str:
+    try:
+        info = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        raise ValueError("is invalid") from None
+    return info.normalized.lower()
+
+
+Username = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=USERNAME_MAX,
+        pattern=USERNAME_PATTERN,
+    ),
+    CleanText,
+    Field(description="Letters, digits, `_` and `-`.", examples=["jake"]),
+]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=320),
+    CleanText,
+    AfterValidator(_normalise_email),
+    Field(json_schema_extra={"format": "email"}, examples=["jake@example.com"]),
+]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
+    CleanText,
+    Field(json_schema_extra={"format": "password"}, examples=["correct-horse-battery-9"]),
+]
+Bio = Annotated[
+    str,
+    StringConstraints(max_length=BIO_MAX),
+    CleanText,
+    Field(examples=["I work at statefarm"]),
+]
+ImageUrl = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=IMAGE_MAX),
+    CleanText,
+    Field(examples=["https://api.realworld.io/images/smiley-cyrus.jpg"]),
+]
+
+
+class NewUser(BaseModel):
+    username: Username
+    email: Email
+    password: Password
+
+
+class NewUserRequest(BaseModel):
+    user: NewUser
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": {
+                        "username": "jake",
+                        "email": "jake@example.com",
+                        "password": "correct-horse-battery-9",
+                    }
+                }
+            ]
+        }
+    )
+
+
+class LoginUser(BaseModel):
+    # No policy on login: any string is checked against the stored hash.
+    email: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=320),
+        CleanText,
+    ]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024), CleanText]
+
+
+class LoginUserRequest(BaseModel):
+    user: LoginUser
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": {
+                        "email": "jake@example.com",
+                        "password": "correct-horse-battery-9",
+                    }
+                }
+            ]
+        }
+    )
+
+
+class UpdateUser(BaseModel):
+    """Only the fields sent are changed. ``image: null`` or ``""`` removes the image."""
+
+    username: Username | None = None
+    email: Email | None = None
+    password: Password | None = None
+    bio: Bio | None = None
+    image: ImageUrl | None = None
+
+
+class UpdateUserRequest(BaseModel):
+    user: UpdateUser
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user": {"bio": "I like to skateboard"}}]})
+
+
+class UserOut(Schema):
+    email: str = Field(examples=["jake@example.com"])
+    token: str = Field(examples=["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."])
+    username: str = Field(examples=["jake"])
+    bio: str = Field(examples=["I work at statefarm"])
+    image: str = Field(examples=[""])
+
+
+class UserResponse(BaseModel):
+    user: UserOut

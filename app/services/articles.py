@@ -1,0 +1,291 @@
+"""Articles, their tags and favorites.
+
+Reads are single Core statements (no ORM identity map, no lazy loads): one query returns a page of
+articles with their authors, tags (aggregated as JSON), the viewer's ``favorited``/``following``
+flags (``EXISTS``) and the total count (a window function), whatever the page size.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from slugify import slugify
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    delete,
+    exists,
+    false,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
+from app.db.base import utcnow
+from app.db.dialect import insert_ignoring_conflicts, json_array_agg
+from app.models import Article, ArticleTag, Favorite, Follow, Tag, User
+from app.schemas.article import ArticleOut, ArticleSummary, NewArticle, UpdateArticle
+from app.schemas.profile import Profile
+from app.services.profiles import following_expr
+
+SLUG_BASE_MAX = 200
+SLUG_ATTEMPTS = 5
+# Slugs that would be shadowed by a fixed route under /articles/.
+RESERVED_SLUGS = frozenset({"feed"})
+
+
+def _favorited_expr(viewer_id: int | None) -> ColumnElement[bool]:
+    if viewer_id is None:
+        return false()
+    return exists().where(Favorite.user_id == viewer_id, Favorite.article_id == Article.id)
+
+
+def _article_select(session: AsyncSession, viewer_id: int | None, *, with_body: bool) -> Select[Any]:
+    tags = (
+        select(json_array_agg(session, Tag.name))
+        .join(ArticleTag, ArticleTag.tag_id == Tag.id)
+        .where(ArticleTag.article_id == Article.id)
+        .scalar_subquery()
+    )
+    columns: list[Any] = [
+        Article.slug,
+        Article.title,
+        Article.description,
+        Article.created_at,
+        Article.updated_at,
+        Article.favorites_count,
+        User.username,
+        User.bio,
+        User.image,
+        tags.label("tags"),
+        _favorited_expr(viewer_id).label("favorited"),
+        following_expr(viewer_id, Article.author_id).label("following"),
+    ]
+    if with_body:
+        columns.append(Article.body)
+    return select(*columns).join(User, User.id == Article.author_id)
+
+
+def _summary_fields(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "slug": row.slug,
+        "title": row.title,
+        "description": row.description,
+        "tag_list": sorted(orjson.loads(row.tags) if row.tags else []),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "favorited": bool(row.favorited),
+        "favorites_count": row.favorites_count,
+        "author": Profile(
+            username=row.username,
+            bio=row.bio,
+            image=row.image,
+            following=bool(row.following),
+        ),
+    }
+
+
+async def list_articles(
+    session: AsyncSession,
+    viewer_id: int | None,
+    *,
+    tag: str | None = None,
+    author: str | None = None,
+    favorited: str | None = None,
+    followed_by: int | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[ArticleSummary], int]:
+    """A page of articles, newest first, and the total number matching the filters."""
+    conditions: list[ColumnElement[bool]] = []
+    if tag is not None:
+        conditions.append(
+            Article.id.in_(
+                select(ArticleTag.article_id).join(Tag, Tag.id == ArticleTag.tag_id).where(Tag.name == tag)
+            )
+        )
+    if author is not None:
+        conditions.append(User.username == author)
+    if favorited is not None:
+        fan = aliased(User)
+        conditions.append(
+            Article.id.in_(
+                select(Favorite.article_id)
+                .join(fan, fan.id == Favorite.user_id)
+                .where(fan.username == favorited)
+            )
+        )
+    if followed_by is not None:
+        conditions.append(
+            Article.author_id.in_(select(Follow.followee_id).where(Follow.follower_id == followed_by))
+        )
+
+    stmt = (
+        _article_select(session, viewer_id, with_body=False)
+        .add_columns(func.count().over().label("total"))
+        .where(*conditions)
+        .order_by(Article.created_at.desc(), Article.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = (await session.execute(stmt)).all()
+    if rows:
+        total = int(rows[0].total)
+    elif offset:  # past the end: the window saw no rows, so count separately
+        count = (
+            select(func.count())
+            .select_from(Article)
+            .join(User, User.id == Article.author_id)
+            .where(*conditions)
+        )
+        total = int(await session.scalar(count) or 0)
+    else:
+        total = 0
+    return [ArticleSummary(**_summary_fields(row)) for row in rows], total
+
+
+async def get_article(session: AsyncSession, slug: str, viewer_id: int | None) -> ArticleOut:
+    stmt = _article_select(session, viewer_id, with_body=True).where(Article.slug == slug)
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        raise NotFoundError("article not found")
+    return ArticleOut(**_summary_fields(row), body=row.body)
+
+
+def _slug_base(title: str) -> str:
+    base = slugify(title, max_length=SLUG_BASE_MAX, word_boundary=True) or "article"
+    return f"{base}-article" if base in RESERVED_SLUGS else base
+
+
+async def _set_tags(session: AsyncSession, article_id: int, names: list[str], *, replace: bool) -> None:
+    """Make the article's tags exactly ``names`` (``replace=False`` for an article with no tags yet)."""
+    remove = delete(ArticleTag).where(ArticleTag.article_id == article_id)
+    if not names:
+        if replace:
+            await session.execute(remove)
+        return
+    # Parameter lists (executemany) rather than multi-row VALUES, so the statement is compiled once.
+    await session.execute(
+        insert_ignoring_conflicts(session, Tag.__table__, "name"),
+        [{"name": n} for n in names],
+    )
+    tag_ids = list(await session.scalars(select(Tag.id).where(Tag.name.in_(names))))
+    if replace:
+        await session.execute(remove.where(ArticleTag.tag_id.not_in(tag_ids)))
+    await session.execute(
+        insert_ignoring_conflicts(session, ArticleTag.__table__),
+        [{"article_id": article_id, "tag_id": tag_id} for tag_id in tag_ids],
+    )
+
+
+async def create_article(session: AsyncSession, author: User, data: NewArticle) -> ArticleOut:
+    """Publish an article and return it as the author sees it."""
+    return await get_article(session, await publish_article(session, author, data), author.id)
+
+
+async def publish_article(session: AsyncSession, author: User, data: NewArticle) -> str:
+    """Insert an article with its tags and return its slug: the title's, with a random suffix if taken."""
+    base = _slug_base(data.title)
+    now = utcnow()
+    for attempt in range(SLUG_ATTEMPTS):
+        slug = base if attempt == 0 else f"{base}-{secrets.token_hex(3)}"
+        stmt = (
+            insert_ignoring_conflicts(session, Article.__table__, "slug")
+            .values(
+                slug=slug,
+                title=data.title,
+                description=data.description,
+                body=data.body,
+                author_id=author.id,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(Article.__table__.c.id)
+        )
+        article_id = (await session.execute(stmt)).scalar_one_or_none()
+        if article_id is not None:
+            break
+    else:
+        raise ConflictError("could not allocate a unique slug, please retry")
+    await _set_tags(session, article_id, data.tag_list, replace=False)
+    return slug
+
+
+async def _owned_article(session: AsyncSession, user: User, slug: str) -> Article:
+    article = await session.scalar(select(Article).where(Article.slug == slug))
+    if article is None:
+        raise NotFoundError("article not found")
+    if article.author_id != user.id:
+        raise PermissionDeniedError("only the author may change this article")
+    return article
+
+
+async def update_article(session: AsyncSession, user: User, slug: str, changes: UpdateArticle) -> ArticleOut:
+    """Change the fields sent. The slug stays stable, so links to the article keep working."""
+    article = await _owned_article(session, user, slug)
+    if changes.title is not None:
+        article.title = changes.title
+    if changes.description is not None:
+        article.description = changes.description
+    if changes.body is not None:
+        article.body = changes.body
+    article.updated_at = utcnow()
+    await session.flush()
+    if changes.tag_list is not None:
+        await _set_tags(session, article.id, changes.tag_list, replace=True)
+    return await get_article(session, slug, user.id)
+
+
+async def delete_article(session: AsyncSession, user: User, slug: str) -> None:
+    """Delete an article with its comments, favorites and tag links."""
+    article = await _owned_article(session, user, slug)
+    await session.delete(article)
+    await session.flush()
+
+
+async def article_id_by_slug(session: AsyncSession, slug: str) -> int:
+    """The id of the article with ``slug``; ``NotFoundError`` if there is none."""
+    article_id = await session.scalar(select(Article.id).where(Article.slug == slug))
+    if article_id is None:
+        raise NotFoundError("article not found")
+    return article_id
+
+
+async def favorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
+    """Favorite an article. Idempotent; the count moves only when a favorite row was inserted."""
+    article_id = await article_id_by_slug(session, slug)
+    inserted = await session.execute(
+        insert_ignoring_conflicts(session, Favorite.__table__)
+        .values(user_id=user.id, article_id=article_id)
+        .returning(Favorite.__table__.c.article_id)
+    )
+    if inserted.first() is not None:
+        await session.execute(
+            update(Article)
+            .where(Article.id == article_id)
+            .values(favorites_count=Article.favorites_count + 1)
+        )
+    return await get_article(session, slug, user.id)
+
+
+async def unfavorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
+    """Remove a favorite. Idempotent; the count moves only when a favorite row was deleted."""
+    article_id = await article_id_by_slug(session, slug)
+    deleted = await session.execute(
+        delete(Favorite)
+        .where(Favorite.user_id == user.id, Favorite.article_id == article_id)
+        .returning(Favorite.article_id)
+    )
+    if deleted.first() is not None:
+        await session.execute(
+            update(Article)
+            .where(Article.id == article_id)
+            .values(favorites_count=Article.favorites_count - 1)
+        )
+    return await get_article(session, slug, user.id)

@@ -1,0 +1,80 @@
+"""Comments on articles."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import NotFoundError, PermissionDeniedError
+from app.models import Article, Comment, User
+from app.schemas.comment import CommentOut
+from app.schemas.profile import Profile
+from app.services.articles import article_id_by_slug
+from app.services.profiles import following_expr, profile_of
+
+
+async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None) -> list[CommentOut]:
+    """The article's comments, newest first, each with its author's profile."""
+    article_id = await article_id_by_slug(session, slug)
+    stmt = (
+        select(
+            Comment.id,
+            Comment.body,
+            Comment.created_at,
+            Comment.updated_at,
+            User.username,
+            User.bio,
+            User.image,
+            following_expr(viewer_id, Comment.author_id).label("following"),
+        )
+        .join(User, User.id == Comment.author_id)
+        .where(Comment.article_id == article_id)
+        .order_by(Comment.id.desc())
+    )
+    return [
+        CommentOut(
+            id=row.id,
+            body=row.body,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            author=Profile(
+                username=row.username,
+                bio=row.bio,
+                image=row.image,
+                following=bool(row.following),
+            ),
+        )
+        for row in await session.execute(stmt)
+    ]
+
+
+async def add_comment(session: AsyncSession, author: User, slug: str, body: str) -> CommentOut:
+    comment = Comment(
+        article_id=await article_id_by_slug(session, slug),
+        author_id=author.id,
+        body=body,
+    )
+    session.add(comment)
+    await session.flush()
+    return CommentOut(
+        id=comment.id,
+        body=comment.body,
+        created_at=comment.created_at,
+        updated_at=comment.updated_at,
+        author=profile_of(author, following=False),
+    )
+
+
+async def delete_comment(session: AsyncSession, user: User, slug: str, comment_id: int) -> None:
+    """Delete a comment of the article ``slug``; only its author may."""
+    comment = await session.scalar(
+        select(Comment)
+        .join(Article, Article.id == Comment.article_id)
+        .where(Comment.id == comment_id, Article.slug == slug)
+    )
+    if comment is None:
+        raise NotFoundError("comment not found")
+    if comment.author_id != user.id:
+        raise PermissionDeniedError("only the author may delete this comment")
+    await session.delete(comment)
+    await session.flush()

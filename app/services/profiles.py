@@ -1,0 +1,68 @@
+"""Profiles and follows."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, delete, exists, false, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
+
+from app.core.errors import NotFoundError, ValidationFailedError
+from app.db.dialect import insert_ignoring_conflicts
+from app.models import Follow, User
+from app.schemas.profile import Profile
+
+
+def following_expr(viewer_id: int | None, author_id: QueryableAttribute[int]) -> ColumnElement[bool]:
+    """Whether the viewer follows ``author_id``, as a column (always false for anonymous viewers)."""
+    if viewer_id is None:
+        return false()
+    return exists().where(Follow.follower_id == viewer_id, Follow.followee_id == author_id)
+
+
+def profile_of(user: User, *, following: bool) -> Profile:
+    return Profile(username=user.username, bio=user.bio, image=user.image, following=following)
+
+
+async def get_profile(session: AsyncSession, username: str, viewer_id: int | None) -> Profile:
+    stmt = select(
+        User.username,
+        User.bio,
+        User.image,
+        following_expr(viewer_id, User.id).label("following"),
+    ).where(User.username == username)
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        raise NotFoundError("profile not found")
+    return Profile(
+        username=row.username,
+        bio=row.bio,
+        image=row.image,
+        following=bool(row.following),
+    )
+
+
+async def _user_by_username(session: AsyncSession, username: str) -> User:
+    user = await session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFoundError("profile not found")
+    return user
+
+
+async def follow(session: AsyncSession, follower: User, username: str) -> Profile:
+    """Follow ``username``. Idempotent: following twice is the same as once."""
+    followee = await _user_by_username(session, username)
+    if followee.id == follower.id:
+        raise ValidationFailedError.for_field("username", "cannot be followed by yourself")
+    await session.execute(
+        insert_ignoring_conflicts(session, Follow).values(follower_id=follower.id, followee_id=followee.id)
+    )
+    return profile_of(followee, following=True)
+
+
+async def unfollow(session: AsyncSession, follower: User, username: str) -> Profile:
+    """Stop following ``username``. Idempotent."""
+    followee = await _user_by_username(session, username)
+    await session.execute(
+        delete(Follow).where(Follow.follower_id == follower.id, Follow.followee_id == followee.id)
+    )
+    return profile_of(followee, following=False)

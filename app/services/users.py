@@ -1,0 +1,115 @@
+"""Registration, authentication and account changes."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import AuthenticationError, ValidationFailedError
+from app.core.security import PasswordHasher
+from app.db.base import utcnow
+from app.db.dialect import insert_ignoring_conflicts
+from app.models import User
+from app.schemas.user import UpdateUser
+
+TAKEN = "has already been taken"
+
+
+async def _taken_fields(
+    session: AsyncSession,
+    *,
+    username: str | None,
+    email: str | None,
+    exclude_id: int | None = None,
+) -> dict[str, list[str]]:
+    conditions = []
+    if username is not None:
+        conditions.append(func.lower(User.username) == username.lower())
+    if email is not None:
+        conditions.append(User.email == email)
+    if not conditions:
+        return {}
+    stmt = select(User.username, User.email).where(or_(*conditions))
+    if exclude_id is not None:
+        stmt = stmt.where(User.id != exclude_id)
+    fields: dict[str, list[str]] = {}
+    for row in await session.execute(stmt):
+        if username is not None and row.username.lower() == username.lower():
+            fields["username"] = [TAKEN]
+        if email is not None and row.email == email:
+            fields["email"] = [TAKEN]
+    return fields
+
+
+def _taken_error(fields: dict[str, list[str]]) -> ValidationFailedError:
+    return ValidationFailedError(" and ".join(f"{name} {TAKEN}" for name in fields), fields=fields)
+
+
+async def create_user(session: AsyncSession, *, username: str, email: str, password_hash: str) -> User:
+    """Insert a user whose password is already hashed; 422 if the username or email is taken."""
+    if taken := await _taken_fields(session, username=username, email=email):
+        raise _taken_error(taken)
+    stmt = (
+        insert_ignoring_conflicts(session, User)
+        .values(username=username, email=email, password_hash=password_hash)
+        .returning(User)
+    )
+    user = (await session.scalars(stmt)).one_or_none()
+    if user is None:  # lost a race with a concurrent registration of the same name or email
+        raise _taken_error(
+            await _taken_fields(session, username=username, email=email) or {"username": [TAKEN]}
+        )
+    return user
+
+
+async def register(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    *,
+    username: str,
+    email: str,
+    password: str,
+) -> User:
+    if taken := await _taken_fields(session, username=username, email=email):
+        raise _taken_error(taken)  # answer before spending a bcrypt hash on it
+    return await create_user(
+        session,
+        username=username,
+        email=email,
+        password_hash=await hasher.hash(password),
+    )
+
+
+async def authenticate(session: AsyncSession, hasher: PasswordHasher, *, email: str, password: str) -> User:
+    """The user with these credentials. Unknown email and wrong password fail alike, in like time."""
+    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    if not await hasher.verify(password, user.password_hash if user else None) or user is None:
+        raise AuthenticationError(
+            "email or password is invalid", fields={"email or password": ["is invalid"]}
+        )
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def update_user(session: AsyncSession, hasher: PasswordHasher, user: User, changes: UpdateUser) -> User:
+    """Apply the fields sent. Sending one's own unchanged username or email is fine."""
+    new_username = changes.username if changes.username not in (None, user.username) else None
+    new_email = changes.email if changes.email not in (None, user.email) else None
+    if taken := await _taken_fields(session, username=new_username, email=new_email, exclude_id=user.id):
+        raise _taken_error(taken)
+    if new_username is not None:
+        user.username = new_username
+    if new_email is not None:
+        user.email = new_email
+    if changes.password is not None:
+        user.password_hash = await hasher.hash(changes.password)
+    if changes.bio is not None:
+        user.bio = changes.bio
+    if "image" in changes.model_fields_set:
+        user.image = changes.image or ""
+    user.updated_at = utcnow()
+    await session.flush()
+    return user
