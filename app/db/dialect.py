@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import JSON
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
@@ -23,7 +24,7 @@ def insert_ignoring_conflicts(session: AsyncSession, table: Any, *index_elements
 
 
 def json_array_agg(session: AsyncSession, column: QueryableAttribute[Any]) -> ColumnElement[Any]:
-    """Aggregate ``column`` into a JSON array (text); ``NULL`` or ``[]`` for no rows."""
+    """Aggregate ``column`` into a list (a JSON array the driver decodes); ``None`` or ``[]`` if no rows."""
     if session.get_bind().dialect.name == "postgresql":
-        return func.json_agg(column)
-    return func.json_group_array(column)
+        return func.json_agg(column, type_=JSON)
+    return func.json_group_array(column, type_=JSON)

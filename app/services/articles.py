@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import orjson
 from slugify import slugify
 from sqlalchemy import (
     ColumnElement,
@@ -77,7 +76,7 @@ def _summary_fields(row: Row[Any]) -> dict[str, Any]:
         "slug": row.slug,
         "title": row.title,
         "description": row.description,
-        "tag_list": sorted(orjson.loads(row.tags) if row.tags else []),
+        "tag_list": sorted(row.tags or []),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "favorited": bool(row.favorited),
