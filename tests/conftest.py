@@ -1,0 +1,121 @@
+"""Test fixtures: a real database (SQLite by default, PostgreSQL when CONDUIT_TEST_DATABASE_URL is set),
+migrated once per run with Alembic, emptied after every test.
+
+On PostgreSQL a database of its own is created for the run (and dropped after), so a run never
+touches data it did not make and parallel runs do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio.to_thread
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.db import migrations
+from app.db.base import Base
+from app.main import create_app
+from tests.factories import Api
+
+TEST_DATABASE_URL = os.environ.get("CONDUIT_TEST_DATABASE_URL")
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if not TEST_DATABASE_URL:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        await anyio.to_thread.run_sync(lambda: migrations.upgrade(url, configure_logging=False))
+        yield url
+        return
+    name = f"conduit_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(_plain(TEST_DATABASE_URL))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{TEST_DATABASE_URL.rsplit('/', 1)[0]}/{name}"
+    try:
+        await anyio.to_thread.run_sync(lambda: migrations.upgrade(url, configure_logging=False))
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "env": "test",
+        "var_dir": var_dir,
+        "database_url": database_url,
+        "secret_key": "test-secret-key-" + "k" * 32,
+        "password_pepper": "test-pepper-" + "p" * 32,
+        "bcrypt_rounds": 4,  # the minimum: hashing cost is not what these tests measure
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(database_url, tmp_path_factory.mktemp("var"))
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    yield application
+    await application.state.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(app: FastAPI) -> AsyncEngine:
+    engine: AsyncEngine = app.state.engine
+    return engine
+
+
+@pytest.fixture(autouse=True)
+async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every test starts from empty tables (only for tests that touch the database)."""
+    yield
+    if "engine" not in request.fixturenames:
+        return
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await connection.execute(text(f"DELETE FROM {table}"))
+
+
+async def _no_server_errors(response: httpx.Response) -> None:
+    # No request in the tests may yield a 500: fail the test at the request that did.
+    if response.status_code >= 500:
+        await response.aread()
+        raise AssertionError(f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}")
+
+
+@pytest.fixture
+async def client(app: FastAPI, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test/api/v1", event_hooks={"response": [_no_server_errors]}
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient) -> Api:
+    return Api(client)
