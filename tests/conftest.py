@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.config import Settings
 from app.db import migrations
@@ -57,7 +57,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
         "env": "test",
         "var_dir": var_dir,
         "database_url": database_url,
-        "secret_key": "test-secret-key-" + "k" * 32,
+        "secret_key": "test-secret-key-" + "k" * 48,
         "password_pepper": "test-pepper-" + "p" * 32,
         "bcrypt_rounds": 4,  # the minimum: hashing cost is not what these tests measure
         "log_level": "WARNING",
@@ -84,6 +84,13 @@ def engine(app: FastAPI) -> AsyncEngine:
     return engine
 
 
+@pytest.fixture
+async def session(app: FastAPI, engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A session for calling services directly, as the request dependency would hand it out."""
+    async with app.state.sessionmaker() as db:
+        yield db
+
+
 @pytest.fixture(autouse=True)
 async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every test starts from empty tables (only for tests that touch the database)."""
@@ -104,7 +111,9 @@ async def _no_server_errors(response: httpx.Response) -> None:
     # No request in the tests may yield a 500: fail the test at the request that did.
     if response.status_code >= 500:
         await response.aread()
-        raise AssertionError(f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}")
+        raise AssertionError(
+            f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}"
+        )
 
 
 @pytest.fixture

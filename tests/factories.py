@@ -37,7 +37,9 @@ class Api:
         assert response.status_code == 201, response.text
         return Account(username, email, password, response.json()["user"]["token"])
 
-    async def article(self, author: Account, title: str = "How to train your dragon", **fields: Any) -> dict[str, Any]:
+    async def article(
+        self, author: Account, title: str = "How to train your dragon", **fields: Any
+    ) -> dict[str, Any]:
         body = {"title": title, "description": "Ever wonder how?", "body": "You have to believe", **fields}
         response = await self.client.post("/articles", json={"article": body}, headers=author.headers)
         assert response.status_code == 201, response.text

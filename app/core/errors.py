@@ -149,6 +149,7 @@ _MESSAGES = {
     "string_too_long": "is too long (maximum is {max_length} characters)",
     "too_long": "has too many items (maximum is {max_length})",
     "string_type": "must be a string",
+    "string_unicode": "must be valid Unicode",
     "int_parsing": "must be an integer",
     "int_type": "must be an integer",
     "bool_type": "must be true or false",

@@ -35,13 +35,9 @@ Timestamp = Annotated[
 
 
 def _clean_text(value: str) -> str:
-    # NUL cannot be stored by PostgreSQL and lone surrogates cannot be encoded: reject both.
+    # PostgreSQL cannot store NUL. (Lone surrogates are already refused by Pydantic: string_unicode.)
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode") from None
     return value
 
 

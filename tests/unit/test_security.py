@@ -1,0 +1,97 @@
+"""Password hashing and access tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import bcrypt
+import jwt
+import pytest
+
+from app.core.config import Settings
+from app.core.security import InvalidTokenError, PasswordHasher, TokenService
+from tests.conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def unit_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings("sqlite+aiosqlite://", tmp_path_factory.mktemp("unit"))
+
+
+async def test_hash_and_verify(unit_settings: Settings) -> None:
+    hasher = PasswordHasher(unit_settings)
+    hashed = await hasher.hash("correct-horse-9")
+    assert hashed.startswith("$2b$04$")
+    assert await hasher.verify("correct-horse-9", hashed)
+    assert not await hasher.verify("correct-horse-8", hashed)
+
+
+async def test_unknown_user_never_verifies(unit_settings: Settings) -> None:
+    hasher = PasswordHasher(unit_settings)
+    assert not await hasher.verify("dummy-password", None)
+
+
+async def test_corrupt_hash_is_a_mismatch_not_a_crash(unit_settings: Settings) -> None:
+    assert not await PasswordHasher(unit_settings).verify("whatever-1", "not-a-bcrypt-hash")
+
+
+async def test_long_passwords_are_not_truncated(unit_settings: Settings) -> None:
+    hasher = PasswordHasher(unit_settings)
+    base = "é" * 40  # 80 bytes: plain bcrypt would only see the first 72
+    hashed = await hasher.hash(base + "a")
+    assert not await hasher.verify(base + "b", hashed)
+    # Plain bcrypt would have accepted it: this is the bug the pre-hash prevents.
+    plain = bcrypt.hashpw((base + "a").encode()[:72], bcrypt.gensalt(4))
+    assert bcrypt.checkpw((base + "b").encode()[:72], plain)
+
+
+async def test_pepper_is_part_of_the_hash(unit_settings: Settings, tmp_path: Path) -> None:
+    hashed = await PasswordHasher(unit_settings).hash("correct-horse-9")
+    other = make_settings("sqlite+aiosqlite://", tmp_path, password_pepper="another-pepper-" + "x" * 32)
+    assert not await PasswordHasher(other).verify("correct-horse-9", hashed)
+
+
+def test_token_round_trip(unit_settings: Settings) -> None:
+    tokens = TokenService(unit_settings)
+    claims = tokens.verify(tokens.issue(42))
+    assert claims.user_id == 42
+    assert len(claims.token_id) == 32
+    assert claims.expires_at > datetime.now(UTC)
+
+
+def test_tokens_have_unique_ids(unit_settings: Settings) -> None:
+    tokens = TokenService(unit_settings)
+    assert tokens.verify(tokens.issue(1)).token_id != tokens.verify(tokens.issue(1)).token_id
+
+
+def test_expired_token(unit_settings: Settings) -> None:
+    tokens = TokenService(unit_settings)
+    old = tokens.issue(1, now=datetime.now(UTC) - timedelta(days=2))
+    with pytest.raises(InvalidTokenError):
+        tokens.verify(old)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "1", "iat": 1, "jti": "x"},  # no exp
+        {"sub": "abc", "exp": 4_000_000_000, "iat": 1, "jti": "x"},
+        {"sub": "0", "exp": 4_000_000_000, "iat": 1, "jti": "x"},
+        {"sub": str(2**40), "exp": 4_000_000_000, "iat": 1, "jti": "x"},
+    ],
+)
+def test_malformed_claims(unit_settings: Settings, claims: dict[str, object]) -> None:
+    assert unit_settings.secret_key is not None
+    token = jwt.encode(claims, unit_settings.secret_key.get_secret_value(), algorithm="HS256")
+    with pytest.raises(InvalidTokenError):
+        TokenService(unit_settings).verify(token)
+
+
+def test_algorithm_is_pinned(unit_settings: Settings) -> None:
+    assert unit_settings.secret_key is not None
+    claims = {"sub": "1", "exp": 4_000_000_000, "iat": 1, "jti": "x"}
+    for algorithm in ("HS384", "HS512"):
+        token = jwt.encode(claims, unit_settings.secret_key.get_secret_value(), algorithm=algorithm)
+        with pytest.raises(InvalidTokenError):
+            TokenService(unit_settings).verify(token)
