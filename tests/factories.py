@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 PASSWORD = "correct-horse-9"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 _counter = itertools.count(1)
 
 
@@ -53,3 +55,17 @@ class Api:
         assert response.status_code == 200, response.text
         comment: dict[str, Any] = response.json()["comment"]
         return comment
+
+
+def assert_problem(
+    response: httpx.Response, status: int, code: str, message: str | None = None
+) -> dict[str, Any]:
+    """Check that ``response`` is the problem document we expect and return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert problem["code"] == code
+    if message is not None:
+        assert problem["errors"]["body"] == [message]
+    return problem

@@ -30,8 +30,7 @@ from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts, json_array_agg
 from app.models import Article, ArticleTag, Favorite, Follow, Tag, User
 from app.schemas.article import ArticleOut, ArticleSummary, NewArticle, UpdateArticle
-from app.schemas.profile import Profile
-from app.services.profiles import following_expr
+from app.services.profiles import following_expr, profile_from_row
 
 SLUG_BASE_MAX = 200
 SLUG_ATTEMPTS = 5
@@ -81,12 +80,7 @@ def _summary_fields(row: Row[Any]) -> dict[str, Any]:
         "updated_at": row.updated_at,
         "favorited": bool(row.favorited),
         "favorites_count": row.favorites_count,
-        "author": Profile(
-            username=row.username,
-            bio=row.bio,
-            image=row.image,
-            following=bool(row.following),
-        ),
+        "author": profile_from_row(row),
     }
 
 

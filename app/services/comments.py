@@ -8,9 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import NotFoundError, PermissionDeniedError
 from app.models import Article, Comment, User
 from app.schemas.comment import CommentOut
-from app.schemas.profile import Profile
 from app.services.articles import article_id_by_slug
-from app.services.profiles import following_expr, profile_of
+from app.services.profiles import following_expr, profile_from_row, profile_of
 
 
 async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None) -> list[CommentOut]:
@@ -37,12 +36,7 @@ async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None)
             body=row.body,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            author=Profile(
-                username=row.username,
-                bio=row.bio,
-                image=row.image,
-                following=bool(row.following),
-            ),
+            author=profile_from_row(row),
         )
         for row in await session.execute(stmt)
     ]

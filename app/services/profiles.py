@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, delete, exists, false, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, delete, exists, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
@@ -17,6 +19,11 @@ def following_expr(viewer_id: int | None, author_id: QueryableAttribute[int]) ->
     if viewer_id is None:
         return false()
     return exists().where(Follow.follower_id == viewer_id, Follow.followee_id == author_id)
+
+
+def profile_from_row(row: Row[*tuple[Any, ...]]) -> Profile:
+    """The author profile of a row that selected ``username, bio, image, following``."""
+    return Profile(username=row.username, bio=row.bio, image=row.image, following=bool(row.following))
 
 
 def profile_of(user: User, *, following: bool) -> Profile:

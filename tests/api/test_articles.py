@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.factories import Account, Api
+from tests.factories import TIMESTAMP, Account, Api, assert_problem
 
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 JSON_EMPTY = {"Content-Type": "application/json"}
 MISSING = object()
-
-
-def assert_problem(
-    response: httpx.Response, status: int, code: str, message: str | None = None
-) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    assert problem["code"] == code
-    if message is not None:
-        assert problem["errors"]["body"] == [message]
-    return problem
 
 
 async def follow(client: httpx.AsyncClient, follower: Account, followee: Account) -> None:

@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import httpx
 import pytest
 
-from tests.factories import Api
-
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def assert_problem(
-    response: httpx.Response, status: int, code: str, message: str | None = None
-) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem: dict[str, Any] = response.json()
-    assert problem["status"] == status
-    assert problem["code"] == code
-    if message is not None:
-        assert problem["errors"]["body"] == [message]
-    return problem
+from tests.factories import TIMESTAMP, Api, assert_problem
 
 
 async def comment_ids(
