@@ -52,6 +52,21 @@ class NewArticle(Schema):
 class NewArticleRequest(BaseModel):
     article: NewArticle
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "article": {
+                        "title": "How to train your dragon",
+                        "description": "Ever wonder how?",
+                        "body": "You have to believe",
+                        "tagList": ["dragons", "training"],
+                    }
+                }
+            ]
+        }
+    )
+
 
 class UpdateArticle(Schema):
     """Only the fields sent are changed. ``tagList``, beyond the RealWorld contract, replaces the tags."""
