@@ -2,6 +2,19 @@
 
 from app.models.article import Article, ArticleTag, Favorite, Tag
 from app.models.comment import Comment
-from app.models.user import Follow, User
+from app.models.token import OneTimeToken, RefreshToken, TokenPurpose
+from app.models.user import Follow, Role, User
 
-__all__ = ["Article", "ArticleTag", "Comment", "Favorite", "Follow", "Tag", "User"]
+__all__ = [
+    "Article",
+    "ArticleTag",
+    "Comment",
+    "Favorite",
+    "Follow",
+    "OneTimeToken",
+    "RefreshToken",
+    "Role",
+    "Tag",
+    "TokenPurpose",
+    "User",
+]

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, func, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
+
+
+class Role(StrEnum):
+    USER = "user"
+    MODERATOR = "moderator"  # may delete anyone's articles and comments
+    ADMIN = "admin"  # moderator rights, plus the /admin endpoints
 
 
 class User(Base):
@@ -21,6 +28,13 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(128))
     bio: Mapped[str] = mapped_column(Text, default="", server_default="")
     image: Mapped[str] = mapped_column(String(2048), default="", server_default="")
+    # Values are Role members; checked by the schemas, not by a CHECK constraint, which would make
+    # every later SQLite batch migration of this table fail to copy it.
+    role: Mapped[str] = mapped_column(String(16), default=Role.USER, server_default=Role.USER.value)
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Access tokens issued before this instant are refused (password change, logout-all, deactivation).
+    sessions_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
