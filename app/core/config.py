@@ -22,6 +22,10 @@ DEV_CORS_ORIGINS = [
 ]
 
 
+# List-valued settings, which accept "a,b,c" as well as a JSON list (declare them NoDecode).
+LIST_SETTINGS = ("cors_origins",)
+
+
 def _split_csv(value: object) -> object:
     """Accept ``a,b,c`` as well as a JSON list for list-valued settings."""
     if isinstance(value, str) and not value.lstrip().startswith("["):
@@ -61,11 +65,19 @@ class Settings(BaseSettings):
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEV_CORS_ORIGINS))
 
+    # --- HTTP surface (app/core/middleware.py) ---
+
+    # --- rate limiting (app/core/ratelimit.py) ---
+
+    # --- mail (app/core/mail.py) ---
+
     @model_validator(mode="before")
     @classmethod
     def _parse_lists(cls, data: object) -> object:
-        if isinstance(data, dict) and "cors_origins" in data:
-            data["cors_origins"] = _split_csv(data["cors_origins"])
+        if isinstance(data, dict):
+            for name in LIST_SETTINGS:
+                if name in data:
+                    data[name] = _split_csv(data[name])
         return data
 
     @model_validator(mode="after")
