@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.core.errors import AppError
+from app.core.logging import logging_config
 from app.db import migrations
 
 cli = typer.Typer(
@@ -58,8 +62,9 @@ def serve(
         reload=reload,
         loop="uvloop",
         http="httptools",
-        log_level=settings.log_level.lower(),
+        log_config=logging_config(settings.log_level),
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
     )
 
 
@@ -106,6 +111,88 @@ def seed(
         f"Seeded {users} users, {articles} articles, {favorites} favorites, {follows} follows, "
         f"{comments} comments in {time.perf_counter() - started:.1f}s (password: {DEMO_PASSWORD})."
     )
+
+
+def _run_in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[str]]) -> None:
+    """Run ``work`` in one transaction (committed if it succeeds) and print what it returns."""
+    from app.db.session import create_engine, create_sessionmaker
+
+    async def run() -> str:
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                message = await work(session)
+                await session.commit()
+                return message
+        finally:
+            await engine.dispose()
+
+    try:
+        typer.echo(asyncio.run(run()))
+    except AppError as exc:
+        typer.echo(f"Error: {exc.detail}", err=True)
+        raise typer.Exit(1) from None
+
+
+@cli.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Argument(help="Username of the new admin.")],
+    email: Annotated[str, typer.Option(prompt=True, help="Email address.")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="Password (prompted).")
+    ],
+) -> None:
+    """Create an administrator account."""
+    from app.core.security import PasswordHasher
+    from app.models import Role
+    from app.schemas.user import NewUser
+    from app.services import users as user_service
+
+    settings = _settings()
+    migrations.upgrade(settings.database_url)
+    try:
+        data = NewUser(username=username, email=email, password=password)
+    except ValidationError as exc:
+        typer.echo(f"Error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(1) from None
+
+    async def work(session: AsyncSession) -> str:
+        user = await user_service.register(
+            session,
+            PasswordHasher(settings),
+            username=data.username,
+            email=data.email,
+            password=data.password,
+            require_letter_and_digit=settings.password_require_letter_and_digit,
+        )
+        user.role = Role.ADMIN
+        return f"Created admin {user.username}."
+
+    _run_in_session(settings, work)
+
+
+@cli.command("set-role")
+def set_role(
+    username: Annotated[str, typer.Argument(help="The user's username.")],
+    role: Annotated[str, typer.Argument(help="user, moderator or admin.")],
+) -> None:
+    """Give a user a role."""
+    from app.models import Role
+    from app.services import admin as admin_service
+
+    try:
+        new_role = Role(role)
+    except ValueError:
+        typer.echo(f"Error: role must be one of {', '.join(r.value for r in Role)}", err=True)
+        raise typer.Exit(1) from None
+    settings = _settings()
+    migrations.upgrade(settings.database_url)
+
+    async def work(session: AsyncSession) -> str:
+        user = await admin_service.set_role(session, None, username, new_role)
+        return f"{user.username} is now {user.role}."
+
+    _run_in_session(settings, work)
 
 
 def main() -> None:

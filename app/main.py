@@ -12,6 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api.v1.router import api_router
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
+from app.core.mail import create_mailer
+from app.core.middleware import install_http_middleware
+from app.core.ratelimit import RateLimiter, RateLimitMiddleware
 from app.core.security import PasswordHasher, TokenService
 from app.db.session import create_engine, create_sessionmaker
 
@@ -32,11 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.getLogger("conduit").setLevel(settings.log_level)
     engine = create_engine(settings)
+    limiter = RateLimiter(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await engine.dispose()
+        await limiter.close()
 
     app = FastAPI(
         title="Conduit",
@@ -52,8 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.hasher = PasswordHasher(settings)
     app.state.tokens = TokenService(settings)
+    app.state.mailer = create_mailer(settings)
+    app.state.limiter = limiter
 
     install_error_handlers(app)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, rule=settings.rate_limit_default_ip)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -63,5 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
         max_age=600,
     )
+    # After CORS, so that it wraps CORS: the middleware added last is the outermost.
+    install_http_middleware(app, settings)
     app.include_router(api_router, prefix=API_V1_PREFIX)
     return app

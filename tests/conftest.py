@@ -27,6 +27,7 @@ from app.main import create_app
 from tests.factories import Api
 
 TEST_DATABASE_URL = os.environ.get("CONDUIT_TEST_DATABASE_URL")
+TEST_REDIS_URL = os.environ.get("CONDUIT_TEST_REDIS_URL") or None
 
 
 def _plain(url: str) -> str:
@@ -61,6 +62,17 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
         "password_pepper": "test-pepper-" + "p" * 32,
         "bcrypt_rounds": 4,  # the minimum: hashing cost is not what these tests measure
         "log_level": "WARNING",
+        # Real Redis for the rate limiter (and later cache and pub/sub) when CONDUIT_TEST_REDIS_URL is set.
+        "redis_url": TEST_REDIS_URL,
+        "rate_limit_prefix": f"test-{uuid.uuid4().hex}",
+        # Every test request comes from the one ASGITransport client address: the real per-IP default
+        # (600/minute) would throttle the suite. tests/security/test_rate_limiting.py tests the limits.
+        "rate_limit_default_ip": "100000/minute",
+        # Likewise for the route limits; tests/security/test_brute_force.py tests them with the defaults.
+        **{
+            f"rate_limit_{rule}": "100000/minute"
+            for rule in ("login_ip", "login_account", "register_ip", "refresh_family", "writes_user")
+        },
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -75,6 +87,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
+    await application.state.limiter.close()
     await application.state.engine.dispose()
 
 

@@ -8,7 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -23,7 +24,13 @@ DEV_CORS_ORIGINS = [
 
 
 # List-valued settings, which accept "a,b,c" as well as a JSON list (declare them NoDecode).
-LIST_SETTINGS = ("cors_origins",)
+LIST_SETTINGS = (
+    "cors_origins",
+    "previous_secret_keys",
+    "allowed_hosts",
+    "trusted_proxies",
+    "body_limit_exempt_prefixes",
+)
 
 
 def _split_csv(value: object) -> object:
@@ -59,17 +66,76 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     secret_key: SecretStr | None = None
+    # Keys that tokens signed before a key rotation were signed with: still accepted, never used to sign.
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     password_pepper: SecretStr | None = None
-    access_token_ttl: int = Field(default=24 * 3600, ge=60, description="seconds")
+    jwt_issuer: str = "conduit"
+    jwt_audience: str = "conduit-api"
+    access_token_ttl: int = Field(default=15 * 60, ge=60, description="seconds, with a refresh token")
+    # RealWorld front ends never refresh, so the tokens of POST /users and /users/login live longer.
+    realworld_token_ttl: int = Field(default=24 * 3600, ge=60, description="seconds")
+    refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=300, description="seconds")
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    # OWASP ASVS 5 advises against composition rules; on by default for RealWorld-era clients.
+    password_require_letter_and_digit: bool = True
+    password_reset_ttl: int = Field(default=30 * 60, ge=60, description="seconds")
+    email_verification_ttl: int = Field(default=2 * 24 * 3600, ge=60, description="seconds")
+    require_verified_email: bool = False
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEV_CORS_ORIGINS))
 
     # --- HTTP surface (app/core/middleware.py) ---
+    # Host header values accepted: exact names, "*.example.com" for subdomains, "*" for any.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For/-Proto are believed; empty: those headers are ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    https_redirect: bool = False  # redirect plain-HTTP requests to HTTPS (307)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="larger request bodies get a 413")
+    # Path prefixes exempt from max_body_bytes, for routes that enforce a limit of their own (uploads).
+    body_limit_exempt_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- rate limiting (app/core/ratelimit.py) ---
+    rate_limit_enabled: bool = True
+    # When the limit storage (Redis) fails: allow the request and log (true), or answer 503 (false).
+    rate_limit_fail_open: bool = True
+    # Namespaces the counters, so deployments (and test runs) sharing a Redis never share budgets.
+    rate_limit_prefix: str = Field(default="conduit", min_length=1)
+    rate_limit_default_ip: str = "600/minute"
+    rate_limit_login_account: str = "5/minute"
+    rate_limit_login_ip: str = "20/minute"
+    rate_limit_register_ip: str = "10/minute"
+    rate_limit_refresh_family: str = "30/minute"
+    rate_limit_writes_user: str = "60/minute"
+
+    @field_validator(
+        "rate_limit_default_ip",
+        "rate_limit_login_account",
+        "rate_limit_login_ip",
+        "rate_limit_register_ip",
+        "rate_limit_refresh_family",
+        "rate_limit_writes_user",
+    )
+    @classmethod
+    def _one_rate_limit(cls, value: str) -> str:
+        try:
+            rules = parse_many(value)
+        except ValueError:
+            rules = []
+        if len(rules) != 1:
+            raise ValueError(f"{value!r} is not a rate limit such as '5/minute' or '100 per hour'")
+        return value
 
     # --- mail (app/core/mail.py) ---
+    # Without an SMTP host, emails are written as .eml files to var_dir/outbox instead.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True  # require the STARTTLS upgrade (ignored with smtp_tls)
+    smtp_tls: bool = False  # implicit TLS from the first byte, usually port 465
+    smtp_timeout: float = Field(default=10.0, gt=0, description="seconds, per SMTP step")
+    mail_from: str = "Conduit <no-reply@localhost>"
+    frontend_url: str = "http://localhost:4100"  # base URL of the links in emails (e.g. password reset)
 
     @model_validator(mode="before")
     @classmethod

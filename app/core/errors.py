@@ -36,6 +36,8 @@ class AppError(Exception):
 
     status_code: int = HTTPStatus.BAD_REQUEST
     code: str = "bad_request"
+    # True when the work done before the error must be committed anyway (see get_session).
+    keeps_changes: bool = False
 
     def __init__(self, detail: str, *, fields: Mapping[str, Sequence[str]] | None = None) -> None:
         super().__init__(detail)
@@ -57,6 +59,13 @@ class AuthenticationError(AppError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Token realm="conduit"'}
+
+
+class RefreshTokenReusedError(AuthenticationError):
+    """A spent refresh token was presented again. Its family is revoked, and that must persist
+    although the request fails."""
+
+    keeps_changes = True
 
 
 class PermissionDeniedError(AppError):
@@ -83,6 +92,27 @@ class ValidationFailedError(AppError):
 class ServiceUnavailableError(AppError):
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
     code = "service_unavailable"
+
+
+class RateLimitedError(AppError):
+    """A rate limit is exhausted; ``retry_after`` is in whole seconds."""
+
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, limit: int, retry_after: int) -> None:
+        super().__init__(detail)
+        self.limit = limit
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        seconds = str(self.retry_after)
+        return {
+            "Retry-After": seconds,
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": "0",
+            "RateLimit-Reset": seconds,
+        }
 
 
 class ProblemErrors(BaseModel):
@@ -148,6 +178,7 @@ _MESSAGES = {
     "missing": "can't be blank",
     "string_too_long": "is too long (maximum is {max_length} characters)",
     "too_long": "has too many items (maximum is {max_length})",
+    "extra_forbidden": "is not an accepted field",
     "string_type": "must be a string",
     "string_unicode": "must be valid Unicode",
     "int_parsing": "must be an integer",
@@ -262,12 +293,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # Starlette answers unhandled errors outside every added middleware, so the security headers
+    # are added here. (Imported late: app.core.middleware imports this module.)
+    from app.core.middleware import API_CSP, SECURITY_HEADERS
+
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
         request,
         HTTPStatus.INTERNAL_SERVER_ERROR,
         "internal server error",
         code="internal_error",
+        headers={**SECURITY_HEADERS, "Content-Security-Policy": API_CSP},
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,10 @@ class PasswordHasher:
             return False
         return ok and password_hash is not None
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether a stored hash was made with other parameters than the configured ones."""
+        return not password_hash.startswith(f"$2b${self._rounds:02d}$")
+
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(self._hash_sync, password)
 
@@ -64,38 +69,87 @@ class PasswordHasher:
 class TokenClaims:
     user_id: int
     token_id: str
+    issued_at: datetime
     expires_at: datetime
+    session_id: str | None  # the refresh-token family the token was issued with, if any
+
+
+def key_id(key: str) -> str:
+    """A public, stable name for a signing key (``kid``): a digest prefix, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class TokenService:
-    """Issues and verifies the JWT access tokens. ``sub`` is the user's immutable id."""
+    """Issues and verifies JWT access tokens (RFC 8725 practices).
+
+    ``sub`` is the user's immutable id; algorithm, issuer, audience and type are pinned on decode.
+    Tokens name their key (``kid``), so the signing key can rotate: keys listed in
+    ``CONDUIT_PREVIOUS_SECRET_KEYS`` still verify the tokens they signed until those expire.
+    """
 
     def __init__(self, settings: Settings) -> None:
         assert settings.secret_key is not None
-        self._key = settings.secret_key.get_secret_value()
-        self._ttl = timedelta(seconds=settings.access_token_ttl)
+        self._signing_key = settings.secret_key.get_secret_value()
+        self._kid = key_id(self._signing_key)
+        keys = [self._signing_key, *(key.get_secret_value() for key in settings.previous_secret_keys)]
+        self._verification_keys = {key_id(key): key for key in keys}
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
 
-    def issue(self, user_id: int, *, now: datetime | None = None) -> str:
+    def issue(
+        self, user_id: int, ttl: int, *, session_id: str | None = None, now: datetime | None = None
+    ) -> str:
         issued_at = now or datetime.now(UTC)
+        # Millisecond "iat" (NumericDate may be fractional): a session cut-off stored with millisecond
+        # precision then rejects exactly the tokens issued before it.
+        iat = int(issued_at.timestamp() * 1000) / 1000
         claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
             "sub": str(user_id),
-            "iat": issued_at,
-            "exp": issued_at + self._ttl,
+            "iat": iat,
+            "nbf": iat,
+            "exp": issued_at + timedelta(seconds=ttl),
             "jti": uuid.uuid4().hex,
+            "typ": "access",
         }
-        return jwt.encode(claims, self._key, algorithm=JWT_ALGORITHM)
+        if session_id is not None:
+            claims["sid"] = session_id
+        return jwt.encode(claims, self._signing_key, algorithm=JWT_ALGORITHM, headers={"kid": self._kid})
 
     def verify(self, token: str) -> TokenClaims:
         try:
+            key = self._verification_keys.get(str(jwt.get_unverified_header(token).get("kid")))
+            if key is None:
+                raise InvalidTokenError("unknown signing key")
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[JWT_ALGORITHM],  # pinned: never trust the token's own "alg"
-                options={"require": ["sub", "exp", "iat", "jti"]},
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "typ"]},
             )
+            if claims["typ"] != "access":
+                raise InvalidTokenError("not an access token")
             user_id = int(claims["sub"])
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise InvalidTokenError(str(exc)) from exc
+            issued_at = datetime.fromtimestamp(claims["iat"], UTC)
+            expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidTokenError(type(exc).__name__) from exc
         if not 0 < user_id < 2**31:
             raise InvalidTokenError("subject out of range")
-        return TokenClaims(user_id, str(claims["jti"]), datetime.fromtimestamp(claims["exp"], UTC))
+        session_id = claims.get("sid")
+        return TokenClaims(
+            user_id, str(claims["jti"]), issued_at, expires_at, str(session_id) if session_id else None
+        )
+
+
+def new_opaque_token() -> str:
+    """A bearer secret with 256 bits of randomness (refresh, reset and verification tokens)."""
+    return secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    """What we store instead of an opaque token: its SHA-256, so a leaked table leaks no tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -33,7 +33,8 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    options: dict[str, Any] = {"echo": settings.db_echo, "pool_pre_ping": True}
+    # hide_parameters: bound values (password hashes, token digests) never reach logs or errors.
+    options: dict[str, Any] = {"echo": settings.db_echo, "pool_pre_ping": True, "hide_parameters": True}
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     else:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import aliased
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts, json_array_agg
-from app.models import Article, ArticleTag, Favorite, Follow, Tag, User
+from app.models import Article, ArticleTag, Favorite, Follow, Role, Tag, User
 from app.schemas.article import ArticleOut, ArticleSummary, NewArticle, UpdateArticle
 from app.services.profiles import following_expr, profile_from_row
 
@@ -210,11 +210,18 @@ async def publish_article(session: AsyncSession, author: User, data: NewArticle)
     return slug
 
 
-async def _owned_article(session: AsyncSession, user: User, slug: str) -> Article:
+def can_moderate(user: User) -> bool:
+    """Moderators and admins may delete anyone's articles and comments (never edit them)."""
+    return user.role in (Role.MODERATOR, Role.ADMIN)
+
+
+async def _owned_article(
+    session: AsyncSession, user: User, slug: str, *, moderating: bool = False
+) -> Article:
     article = await session.scalar(select(Article).where(Article.slug == slug))
     if article is None:
         raise NotFoundError("article not found")
-    if article.author_id != user.id:
+    if article.author_id != user.id and not (moderating and can_moderate(user)):
         raise PermissionDeniedError("only the author may change this article")
     return article
 
@@ -236,8 +243,8 @@ async def update_article(session: AsyncSession, user: User, slug: str, changes: 
 
 
 async def delete_article(session: AsyncSession, user: User, slug: str) -> None:
-    """Delete an article with its comments, favorites and tag links."""
-    article = await _owned_article(session, user, slug)
+    """Delete an article with its comments, favorites and tag links (its author or a moderator)."""
+    article = await _owned_article(session, user, slug, moderating=True)
     await session.delete(article)
     await session.flush()
 

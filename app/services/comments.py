@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import NotFoundError, PermissionDeniedError
 from app.models import Article, Comment, User
 from app.schemas.comment import CommentOut
-from app.services.articles import article_id_by_slug
+from app.services.articles import article_id_by_slug, can_moderate
 from app.services.profiles import following_expr, profile_from_row, profile_of
 
 
@@ -60,7 +60,7 @@ async def add_comment(session: AsyncSession, author: User, slug: str, body: str)
 
 
 async def delete_comment(session: AsyncSession, user: User, slug: str, comment_id: int) -> None:
-    """Delete a comment of the article ``slug``; only its author may."""
+    """Delete a comment of the article ``slug``: its author or a moderator may."""
     comment = await session.scalar(
         select(Comment)
         .join(Article, Article.id == Comment.article_id)
@@ -68,7 +68,7 @@ async def delete_comment(session: AsyncSession, user: User, slug: str, comment_i
     )
     if comment is None:
         raise NotFoundError("comment not found")
-    if comment.author_id != user.id:
+    if comment.author_id != user.id and not can_moderate(user):
         raise PermissionDeniedError("only the author may delete this comment")
     await session.delete(comment)
     await session.flush()

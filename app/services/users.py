@@ -5,12 +5,14 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import AuthenticationError, ValidationFailedError
+from app.core.errors import AuthenticationError, PermissionDeniedError, ValidationFailedError
 from app.core.security import PasswordHasher
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts
 from app.models import User
 from app.schemas.user import UpdateUser
+from app.services.auth import end_sessions
+from app.services.password_policy import check_password
 
 TAKEN = "has already been taken"
 
@@ -69,24 +71,36 @@ async def register(
     username: str,
     email: str,
     password: str,
+    require_letter_and_digit: bool,
 ) -> User:
+    check_password(
+        password, username=username, email=email, require_letter_and_digit=require_letter_and_digit
+    )
     if taken := await _taken_fields(session, username=username, email=email):
         raise _taken_error(taken)  # answer before spending a bcrypt hash on it
     return await create_user(
-        session,
-        username=username,
-        email=email,
-        password_hash=await hasher.hash(password),
+        session, username=username, email=email, password_hash=await hasher.hash(password)
     )
 
 
-async def authenticate(session: AsyncSession, hasher: PasswordHasher, *, email: str, password: str) -> User:
-    """The user with these credentials. Unknown email and wrong password fail alike, in like time."""
-    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+async def authenticate(session: AsyncSession, hasher: PasswordHasher, *, login: str, password: str) -> User:
+    """The user with these credentials; ``login`` is an email or a username.
+
+    An unknown login and a wrong password fail alike, in like time (a dummy hash is verified).
+    A hash made with outdated parameters is replaced while the plain password is at hand.
+    """
+    login = login.strip()
+    condition = User.email == login.lower() if "@" in login else User.username == login
+    user = await session.scalar(select(User).where(condition))
     if not await hasher.verify(password, user.password_hash if user else None) or user is None:
         raise AuthenticationError(
             "email or password is invalid", fields={"email or password": ["is invalid"]}
         )
+    if not user.is_active:
+        raise PermissionDeniedError("this account has been deactivated")
+    if hasher.needs_rehash(user.password_hash):
+        user.password_hash = await hasher.hash(password)
+        await session.flush()
     return user
 
 
@@ -94,8 +108,40 @@ async def get_user(session: AsyncSession, user_id: int) -> User | None:
     return await session.get(User, user_id)
 
 
-async def update_user(session: AsyncSession, hasher: PasswordHasher, user: User, changes: UpdateUser) -> User:
-    """Apply the fields sent. Sending one's own unchanged username or email is fine."""
+async def get_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email))
+
+
+async def set_password(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    user: User,
+    password: str,
+    *,
+    require_letter_and_digit: bool,
+    keep_family: str | None = None,
+) -> None:
+    """Change the password under the policy and end every other session."""
+    check_password(
+        password, username=user.username, email=user.email, require_letter_and_digit=require_letter_and_digit
+    )
+    user.password_hash = await hasher.hash(password)
+    await end_sessions(session, user, keep_family=keep_family)
+
+
+async def update_user(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    user: User,
+    changes: UpdateUser,
+    *,
+    require_letter_and_digit: bool,
+    keep_family: str | None = None,
+) -> User:
+    """Apply the fields sent. Sending one's own unchanged username or email is fine.
+
+    A new password ends the user's other sessions (``keep_family`` is the caller's own refresh family).
+    """
     new_username = changes.username if changes.username not in (None, user.username) else None
     new_email = changes.email if changes.email not in (None, user.email) else None
     if taken := await _taken_fields(session, username=new_username, email=new_email, exclude_id=user.id):
@@ -104,8 +150,16 @@ async def update_user(session: AsyncSession, hasher: PasswordHasher, user: User,
         user.username = new_username
     if new_email is not None:
         user.email = new_email
+        user.email_verified_at = None  # the new address has not been verified
     if changes.password is not None:
-        user.password_hash = await hasher.hash(changes.password)
+        await set_password(
+            session,
+            hasher,
+            user,
+            changes.password,
+            require_letter_and_digit=require_letter_and_digit,
+            keep_family=keep_family,
+        )
     if changes.bio is not None:
         user.bio = changes.bio
     if "image" in changes.model_fields_set:

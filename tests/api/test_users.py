@@ -25,9 +25,12 @@ async def test_register_returns_user_with_token(client: httpx.AsyncClient) -> No
 async def test_token_subject_is_the_user_id_not_the_username(api: Api, settings: Settings) -> None:
     account = await api.register("jake")
     assert settings.secret_key is not None
-    claims = jwt.decode(account.token, settings.secret_key.get_secret_value(), algorithms=["HS256"])
+    claims = jwt.decode(
+        account.token, settings.secret_key.get_secret_value(), algorithms=["HS256"], audience="conduit-api"
+    )
     assert claims["sub"].isdigit()
-    assert {"sub", "exp", "iat", "jti"} <= claims.keys()
+    assert {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "typ"} <= claims.keys()
+    assert claims["exp"] - claims["iat"] == pytest.approx(settings.realworld_token_ttl, abs=1)
 
 
 @pytest.mark.parametrize(

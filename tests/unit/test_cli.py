@@ -63,3 +63,30 @@ def test_migrate_and_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         favorites = db.execute("SELECT count(*) FROM favorites").fetchone()
         assert db.execute("SELECT sum(favorites_count) FROM articles").fetchone() == favorites
         assert db.execute("SELECT count(*) FROM article_tags").fetchone() == (36,)
+
+
+def test_create_admin_and_set_role(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONDUIT_VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("CONDUIT_BCRYPT_ROUNDS", "4")
+    monkeypatch.delenv("CONDUIT_DATABASE_URL", raising=False)
+    weak = runner.invoke(
+        cli, ["create-admin", "root", "--email", "root@example.com", "--password", "password1"]
+    )
+    assert weak.exit_code == 1 and "too common" in weak.output
+    created = runner.invoke(
+        cli,
+        ["create-admin", "root", "--email", "root@example.com"],
+        input="admin-passphrase-1\nadmin-passphrase-1\n",
+    )
+    assert created.exit_code == 0, created.output
+    assert "Created admin root." in created.output
+    assert runner.invoke(cli, ["seed", "--users", "1", "--articles", "0"]).exit_code == 0
+    with sqlite3.connect(tmp_path / "conduit.db") as db:
+        assert db.execute("SELECT role FROM users WHERE username = 'root'").fetchone() == ("admin",)
+        seeded = db.execute("SELECT username FROM users WHERE username != 'root'").fetchone()[0]
+    promoted = runner.invoke(cli, ["set-role", seeded, "moderator"])
+    assert promoted.exit_code == 0 and f"{seeded} is now moderator." in promoted.output
+    assert runner.invoke(cli, ["set-role", seeded, "emperor"]).exit_code == 1
+    assert runner.invoke(cli, ["set-role", "nobody", "admin"]).exit_code == 1
+    with sqlite3.connect(tmp_path / "conduit.db") as db:
+        assert db.execute("SELECT role FROM users WHERE username = ?", (seeded,)).fetchone() == ("moderator",)

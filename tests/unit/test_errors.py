@@ -115,3 +115,9 @@ async def test_validation_error_names_the_field(raw_client: httpx.AsyncClient) -
     body = (await raw_client.get("/items/abc")).json()
     assert body["errors"]["item_id"] == ["must be an integer"]
     assert body["detail"] == "item_id must be an integer"
+
+
+async def test_server_errors_carry_the_security_headers(raw_client: httpx.AsyncClient) -> None:
+    response = await raw_client.get("/boom")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")

@@ -54,7 +54,7 @@ async def test_pepper_is_part_of_the_hash(unit_settings: Settings, tmp_path: Pat
 
 def test_token_round_trip(unit_settings: Settings) -> None:
     tokens = TokenService(unit_settings)
-    claims = tokens.verify(tokens.issue(42))
+    claims = tokens.verify(tokens.issue(42, 900))
     assert claims.user_id == 42
     assert len(claims.token_id) == 32
     assert claims.expires_at > datetime.now(UTC)
@@ -62,12 +62,12 @@ def test_token_round_trip(unit_settings: Settings) -> None:
 
 def test_tokens_have_unique_ids(unit_settings: Settings) -> None:
     tokens = TokenService(unit_settings)
-    assert tokens.verify(tokens.issue(1)).token_id != tokens.verify(tokens.issue(1)).token_id
+    assert tokens.verify(tokens.issue(1, 900)).token_id != tokens.verify(tokens.issue(1, 900)).token_id
 
 
 def test_expired_token(unit_settings: Settings) -> None:
     tokens = TokenService(unit_settings)
-    old = tokens.issue(1, now=datetime.now(UTC) - timedelta(days=2))
+    old = tokens.issue(1, 3600, now=datetime.now(UTC) - timedelta(days=2))
     with pytest.raises(InvalidTokenError):
         tokens.verify(old)
 

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
-from app.core.errors import AuthenticationError
+from app.core.errors import AppError, AuthenticationError, PermissionDeniedError
+from app.core.mail import Mailer
+from app.core.ratelimit import RateLimiter
 from app.core.security import InvalidTokenError, PasswordHasher, TokenService
-from app.models import User
+from app.models import Role, User
 from app.services import users as user_service
+from app.services.auth import ClientInfo
 
 MAX_INT32 = 2**31 - 1
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: commit once if the endpoint succeeded, roll back otherwise.
+    """The request's unit of work: commit once if the endpoint succeeded, roll back otherwise
+    (unless the error says its changes must be kept, e.g. revoking a token family on reuse).
 
     Declared with ``scope="function"`` so that the commit happens before the response is sent:
     a failing commit becomes an error response, never a success the database did not keep.
@@ -29,6 +33,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
             await session.commit()
+        except AppError as exc:
+            await (session.commit() if exc.keeps_changes else session.rollback())
+            raise
         except BaseException:
             await session.rollback()
             raise
@@ -52,10 +59,25 @@ def get_tokens(request: Request) -> TokenService:
     return tokens
 
 
+def get_mailer(request: Request) -> Mailer:
+    mailer: Mailer = request.app.state.mailer
+    return mailer
+
+
+def get_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.limiter
+    return limiter
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 TokensDep = Annotated[TokenService, Depends(get_tokens)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
+LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
 
+# Declared for OpenAPI, so Swagger's "Authorize" button runs the OAuth2 password flow; the header
+# itself is read once, through _authorization below.
+_oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", scheme_name="OAuth2", auto_error=False)
 _authorization = APIKeyHeader(
     name="Authorization",
     scheme_name="Token",
@@ -66,10 +88,11 @@ _authorization = APIKeyHeader(
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated user and the token they presented."""
+    """The authenticated user, the token they presented and its session (refresh family), if any."""
 
     user: User
     token: str
+    session_id: str | None = None
 
 
 def _parse_authorization(header: str) -> str:
@@ -83,8 +106,13 @@ async def get_optional_caller(
     session: SessionDep,
     tokens: TokensDep,
     authorization: Annotated[str | None, Depends(_authorization)],
+    _bearer: Annotated[str | None, Depends(_oauth2)],
 ) -> Caller | None:
-    """The caller if credentials were sent; 401 if they were sent but are not valid."""
+    """The caller if credentials were sent; 401 if they were sent but are not valid.
+
+    Valid means: a good signature and claims, a user that still exists and is active, and a token
+    issued after the user's last "end all sessions" (password change, logout-all, deactivation).
+    """
     if authorization is None:
         return None
     token = _parse_authorization(authorization)
@@ -93,16 +121,29 @@ async def get_optional_caller(
     except InvalidTokenError:
         raise AuthenticationError("the access token is invalid or expired") from None
     user = await user_service.get_user(session, claims.user_id)
-    if user is None:
+    if (
+        user is None
+        or not user.is_active
+        or (user.sessions_valid_after is not None and claims.issued_at < user.sessions_valid_after)
+    ):
         raise AuthenticationError("the access token is invalid or expired")
-    return Caller(user, token)
+    return Caller(user, token, claims.session_id)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_caller(
+    request: Request,
     caller: Annotated[Caller | None, Depends(get_optional_caller)],
+    limiter: LimiterDep,
+    settings: SettingsDep,
 ) -> Caller:
+    """The authenticated caller (401 otherwise). Their writes count against a per-user rate limit."""
     if caller is None:
         raise AuthenticationError("authentication required")
+    if request.method not in SAFE_METHODS:
+        await limiter.hit(settings.rate_limit_writes_user, "writes-user", str(caller.user.id))
     return caller
 
 
@@ -119,6 +160,39 @@ async def get_optional_user_id(caller: OptionalCaller) -> int | None:
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_role(*roles: Role) -> Any:
+    """A dependency admitting only users with one of ``roles`` (403 for anyone else)."""
+
+    async def check(user: CurrentUser) -> User:
+        if user.role not in roles:
+            raise PermissionDeniedError("you are not allowed to do this")
+        return user
+
+    return Depends(check)
+
+
+AdminUser = Annotated[User, require_role(Role.ADMIN)]
+
+
+async def get_publishing_user(user: CurrentUser, settings: SettingsDep) -> User:
+    """The caller, who must have verified their email if the settings require it to publish."""
+    if settings.require_verified_email and user.email_verified_at is None:
+        raise PermissionDeniedError("verify your email address before publishing")
+    return user
+
+
+PublishingUser = Annotated[User, Depends(get_publishing_user)]
+
+
+def get_client_info(request: Request) -> ClientInfo:
+    return ClientInfo(
+        ip=request.client.host if request.client else None, user_agent=request.headers.get("user-agent")
+    )
+
+
+ClientDep = Annotated[ClientInfo, Depends(get_client_info)]
 ViewerId = Annotated[int | None, Depends(get_optional_user_id)]
 
 

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.api.v1.endpoints import articles, comments, profiles, tags, users
+from app.api.v1.endpoints import admin, articles, auth, comments, profiles, tags, users
 
 api_router = APIRouter()
-for module in (users, profiles, articles, comments, tags):
+for module in (users, profiles, articles, comments, tags, auth, admin):
     api_router.include_router(module.router)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.api.v1.dependencies import CurrentUser, Pagination, SessionDep, ViewerId
+from app.api.v1.dependencies import CurrentUser, Pagination, PublishingUser, SessionDep, ViewerId
 from app.core.errors import error_responses
 from app.schemas.article import (
     ArticleListResponse,
@@ -69,10 +69,13 @@ async def feed(session: SessionDep, user: CurrentUser, page: Pagination) -> Arti
     status_code=status.HTTP_201_CREATED,
     response_model=ArticleResponse,
     summary="Create an article",
-    description="Publish an article. The slug is derived from the title and stays stable across edits.",
-    responses=error_responses(401, 422),
+    description="Publish an article. The slug is derived from the title and stays stable across edits. "
+    "When CONDUIT_REQUIRE_VERIFIED_EMAIL is on, only users with a verified email may publish (403).",
+    responses=error_responses(401, 403, 422),
 )
-async def create_article(body: NewArticleRequest, session: SessionDep, user: CurrentUser) -> ArticleResponse:
+async def create_article(
+    body: NewArticleRequest, session: SessionDep, user: PublishingUser
+) -> ArticleResponse:
     return ArticleResponse(article=await article_service.create_article(session, user, body.article))
 
 
@@ -105,7 +108,7 @@ async def update_article(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete an article",
-    description="Delete an article with its comments and favorites. Only the author may.",
+    description="Delete an article with its comments and favorites. Only the author or a moderator may.",
     responses=error_responses(401, 403, 404, 422),
 )
 async def delete_article(slug: SlugPath, session: SessionDep, user: CurrentUser) -> None:

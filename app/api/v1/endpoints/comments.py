@@ -45,7 +45,7 @@ async def add_comment(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete a comment",
-    description="Only the comment's author may delete it.",
+    description="Only the comment's author or a moderator may delete it.",
     responses=error_responses(401, 403, 404, 422),
 )
 async def delete_comment(

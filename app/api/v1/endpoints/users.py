@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
-from app.api.v1.dependencies import CurrentCaller, HasherDep, SessionDep, TokensDep
+from app.api.v1.cookies import set_refresh_cookie
+from app.api.v1.dependencies import (
+    ClientDep,
+    CurrentCaller,
+    HasherDep,
+    LimiterDep,
+    MailerDep,
+    SessionDep,
+    SettingsDep,
+    TokensDep,
+)
 from app.core.errors import error_responses
+from app.core.mail import send_quietly
 from app.models import User
 from app.schemas.user import (
     LoginUserRequest,
@@ -14,6 +25,8 @@ from app.schemas.user import (
     UserOut,
     UserResponse,
 )
+from app.services import accounts as account_service
+from app.services import auth as auth_service
 from app.services import users as user_service
 
 router = APIRouter(tags=["Users"])
@@ -31,17 +44,52 @@ def _user_response(user: User, token: str) -> UserResponse:
     )
 
 
+async def _start_session(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    tokens: TokensDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    user: User,
+) -> UserResponse:
+    """Open a session for a RealWorld client: a long-lived access token in the body (RealWorld front
+    ends never refresh) and a refresh token in the HttpOnly cookie for those that can."""
+    issued = await auth_service.open_session(
+        session,
+        tokens,
+        user,
+        access_ttl=settings.realworld_token_ttl,
+        refresh_ttl=settings.refresh_token_ttl,
+        client=client,
+    )
+    set_refresh_cookie(response, request, issued.refresh_token, settings.refresh_token_ttl)
+    return _user_response(user, issued.access_token)
+
+
 @router.post(
     "/users",
     status_code=status.HTTP_201_CREATED,
     response_model=UserResponse,
     summary="Register",
-    description="Create an account and receive an access token. A taken username or email answers 422.",
-    responses=error_responses(422),
+    description="Create an account and receive an access token. A taken username or email answers 422. "
+    "A link to confirm the email address is emailed.",
+    responses=error_responses(422, 429),
 )
 async def register(
-    body: NewUserRequest, session: SessionDep, hasher: HasherDep, tokens: TokensDep
+    body: NewUserRequest,
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+    session: SessionDep,
+    hasher: HasherDep,
+    tokens: TokensDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    mailer: MailerDep,
+    client: ClientDep,
 ) -> UserResponse:
+    await limiter.hit(settings.rate_limit_register_ip, "register-ip", client.ip or "unknown")
     data = body.user
     user = await user_service.register(
         session,
@@ -49,8 +97,13 @@ async def register(
         username=data.username,
         email=data.email,
         password=data.password,
+        require_letter_and_digit=settings.password_require_letter_and_digit,
     )
-    return _user_response(user, tokens.issue(user.id))
+    message = await account_service.verification_email(
+        session, user, ttl=settings.email_verification_ttl, frontend_url=settings.frontend_url
+    )
+    background.add_task(send_quietly, mailer, message)
+    return await _start_session(request, response, session, tokens, settings, client, user)
 
 
 @router.post(
@@ -58,15 +111,25 @@ async def register(
     response_model=UserResponse,
     summary="Log in",
     description="Exchange email and password for an access token. Wrong credentials answer 401.",
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 403, 422, 429),
 )
 async def login(
-    body: LoginUserRequest, session: SessionDep, hasher: HasherDep, tokens: TokensDep
+    body: LoginUserRequest,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    hasher: HasherDep,
+    tokens: TokensDep,
+    settings: SettingsDep,
+    limiter: LimiterDep,
+    client: ClientDep,
 ) -> UserResponse:
+    await limiter.hit(settings.rate_limit_login_ip, "login-ip", client.ip or "unknown")
+    await limiter.hit(settings.rate_limit_login_account, "login-account", body.user.email.lower())
     user = await user_service.authenticate(
-        session, hasher, email=body.user.email, password=body.user.password
+        session, hasher, login=body.user.email, password=body.user.password
     )
-    return _user_response(user, tokens.issue(user.id))
+    return await _start_session(request, response, session, tokens, settings, client, user)
 
 
 @router.get(
@@ -84,14 +147,31 @@ async def current_user(caller: CurrentCaller) -> UserResponse:
     "/user",
     response_model=UserResponse,
     summary="Update current user",
-    description="Change any of email, username, password, bio and image. Sending unchanged values is fine.",
-    responses=error_responses(401, 422),
+    description="Change any of email, username, password, bio and image. Sending unchanged values is "
+    "fine. A new password ends every other session and returns a new token.",
+    responses=error_responses(401, 422, 429),
 )
 async def update_current_user(
     body: UpdateUserRequest,
+    request: Request,
     caller: CurrentCaller,
     session: SessionDep,
     hasher: HasherDep,
+    tokens: TokensDep,
+    settings: SettingsDep,
 ) -> UserResponse:
-    user = await user_service.update_user(session, hasher, caller.user, body.user)
-    return _user_response(user, caller.token)
+    user = await user_service.update_user(
+        session,
+        hasher,
+        caller.user,
+        body.user,
+        require_letter_and_digit=settings.password_require_letter_and_digit,
+        keep_family=caller.session_id,
+    )
+    # A new password ended every session before now, the caller's token included: issue a new one.
+    token = (
+        caller.token
+        if body.user.password is None
+        else tokens.issue(user.id, settings.realworld_token_ttl, session_id=caller.session_id)
+    )
+    return _user_response(user, token)

@@ -1,0 +1,54 @@
+"""Races (OWASP API4/API6): concurrent duplicates end in one row and clear answers, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.models import Favorite, Follow, User
+from tests.factories import PASSWORD, Api
+
+
+async def _count(engine: AsyncEngine, model: type) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_concurrent_registrations_with_one_email(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                "/users",
+                json={"user": {"username": f"racer{n}", "email": "same@example.com", "password": PASSWORD}},
+            )
+            for n in range(10)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [422] * 9
+    for response in responses:
+        if response.status_code == 422:
+            assert response.json()["errors"]["email"] == ["has already been taken"]
+    assert await _count(engine, User) == 1
+
+
+async def test_parallel_follows_and_favorites(
+    api: Api, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    author, fan = await api.register("author"), await api.register("fan")
+    slug = (await api.article(author))["slug"]
+    follows = await asyncio.gather(
+        *(client.post("/profiles/author/follow", headers=fan.headers) for _ in range(10))
+    )
+    favorites = await asyncio.gather(
+        *(client.post(f"/articles/{slug}/favorite", headers=fan.headers) for _ in range(10))
+    )
+    assert {r.status_code for r in follows} == {r.status_code for r in favorites} == {200}
+    assert await _count(engine, Follow) == 1
+    assert await _count(engine, Favorite) == 1
+    assert (await client.get(f"/articles/{slug}")).json()["article"]["favoritesCount"] == 1
