@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.v1.router import api_router
+from app.core.cache import Cache
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.mail import create_mailer
@@ -36,12 +37,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.getLogger("conduit").setLevel(settings.log_level)
     engine = create_engine(settings)
     limiter = RateLimiter(settings)
+    cache = Cache(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await engine.dispose()
         await limiter.close()
+        await cache.close()
 
     app = FastAPI(
         title="Conduit",
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = TokenService(settings)
     app.state.mailer = create_mailer(settings)
     app.state.limiter = limiter
+    app.state.cache = cache
 
     install_error_handlers(app)
     app.add_middleware(RateLimitMiddleware, limiter=limiter, rule=settings.rate_limit_default_ip)

@@ -65,6 +65,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
         # Real Redis for the rate limiter (and later cache and pub/sub) when CONDUIT_TEST_REDIS_URL is set.
         "redis_url": TEST_REDIS_URL,
         "rate_limit_prefix": f"test-{uuid.uuid4().hex}",
+        "cache_prefix": f"test-{uuid.uuid4().hex}",
         # Every test request comes from the one ASGITransport client address: the real per-IP default
         # (600/minute) would throttle the suite. tests/security/test_rate_limiting.py tests the limits.
         "rate_limit_default_ip": "100000/minute",
@@ -111,6 +112,7 @@ async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]
     if "engine" not in request.fixturenames:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
+    await request.getfixturevalue("app").state.cache.invalidate()
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":

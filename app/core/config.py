@@ -84,6 +84,13 @@ class Settings(BaseSettings):
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEV_CORS_ORIGINS))
 
+    # --- read cache (app/core/cache.py) ---
+    cache_enabled: bool = True
+    cache_ttl: int = Field(default=300, ge=1, description="seconds; invalidation does not depend on it")
+    cache_max_entries: int = Field(default=10_000, ge=1, description="in-process cache only")
+    cache_prefix: str = "conduit"  # Redis key prefix, so deployments (and test runs) never share entries
+    public_max_age: int = Field(default=5, ge=0, description="Cache-Control max-age of anonymous reads")
+
     # --- HTTP surface (app/core/middleware.py) ---
     # Host header values accepted: exact names, "*.example.com" for subdomains, "*" for any.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import orjson
 from slugify import slugify
 from sqlalchemy import (
     ColumnElement,
@@ -25,11 +26,20 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from app.core.cache import Cache, mark_changed
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts, json_array_agg
 from app.models import Article, ArticleTag, Favorite, Follow, Role, Tag, User
-from app.schemas.article import ArticleOut, ArticleSummary, NewArticle, UpdateArticle
+from app.schemas.article import (
+    ArticleListResponse,
+    ArticleOut,
+    ArticleResponse,
+    ArticleSummary,
+    NewArticle,
+    UpdateArticle,
+)
+from app.services.documents import Refs, cached_document
 from app.services.profiles import following_expr, profile_from_row
 
 SLUG_BASE_MAX = 200
@@ -52,6 +62,8 @@ def _article_select(session: AsyncSession, viewer_id: int | None, *, with_body: 
         .scalar_subquery()
     )
     columns: list[Any] = [
+        Article.id,
+        Article.author_id,
         Article.slug,
         Article.title,
         Article.description,
@@ -84,18 +96,9 @@ def _summary_fields(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-async def list_articles(
-    session: AsyncSession,
-    viewer_id: int | None,
-    *,
-    tag: str | None = None,
-    author: str | None = None,
-    favorited: str | None = None,
-    followed_by: int | None = None,
-    limit: int,
-    offset: int,
-) -> tuple[list[ArticleSummary], int]:
-    """A page of articles, newest first, and the total number matching the filters."""
+def _filters(
+    tag: str | None, author: str | None, favorited: str | None, followed_by: int | None
+) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if tag is not None:
         conditions.append(
@@ -118,7 +121,17 @@ async def list_articles(
         conditions.append(
             Article.author_id.in_(select(Follow.followee_id).where(Follow.follower_id == followed_by))
         )
+    return conditions
 
+
+async def _page_rows(
+    session: AsyncSession,
+    viewer_id: int | None,
+    conditions: list[ColumnElement[bool]],
+    limit: int,
+    offset: int,
+) -> tuple[list[Row[Any]], int]:
+    """One statement: the page with authors, tags, viewer flags and the total (a window count)."""
     stmt = (
         _article_select(session, viewer_id, with_body=False)
         .add_columns(func.count().over().label("total"))
@@ -127,28 +140,84 @@ async def list_articles(
         .limit(limit)
         .offset(offset)
     )
-    rows = (await session.execute(stmt)).all()
+    rows = list((await session.execute(stmt)).all())
     if rows:
-        total = int(rows[0].total)
-    elif offset:  # past the end: the window saw no rows, so count separately
-        count = (
-            select(func.count())
-            .select_from(Article)
-            .join(User, User.id == Article.author_id)
-            .where(*conditions)
-        )
-        total = int(await session.scalar(count) or 0)
-    else:
-        total = 0
+        return rows, int(rows[0].total)
+    if not offset:
+        return rows, 0
+    # Past the end the window saw no rows, so count separately.
+    count = (
+        select(func.count()).select_from(Article).join(User, User.id == Article.author_id).where(*conditions)
+    )
+    return rows, int(await session.scalar(count) or 0)
+
+
+async def list_articles(
+    session: AsyncSession,
+    viewer_id: int | None,
+    *,
+    tag: str | None = None,
+    author: str | None = None,
+    favorited: str | None = None,
+    followed_by: int | None = None,
+    limit: int,
+    offset: int,
+) -> tuple[list[ArticleSummary], int]:
+    """A page of articles, newest first, and the total number matching the filters."""
+    rows, total = await _page_rows(
+        session, viewer_id, _filters(tag, author, favorited, followed_by), limit, offset
+    )
     return [ArticleSummary(**_summary_fields(row)) for row in rows], total
 
 
-async def get_article(session: AsyncSession, slug: str, viewer_id: int | None) -> ArticleOut:
+async def list_articles_json(
+    session: AsyncSession,
+    cache: Cache,
+    viewer_id: int | None,
+    *,
+    tag: str | None,
+    author: str | None,
+    favorited: str | None,
+    limit: int,
+    offset: int,
+) -> bytes:
+    """``list_articles`` as a response body, its shared part served from the cache."""
+
+    async def load() -> tuple[Refs, dict[str, Any]]:
+        rows, total = await _page_rows(
+            session, viewer_id, _filters(tag, author, favorited, None), limit, offset
+        )
+        document = ArticleListResponse(
+            articles=[ArticleSummary(**_summary_fields(row)) for row in rows], articles_count=total
+        )
+        return [(row.id, row.author_id) for row in rows], document.model_dump(mode="json", by_alias=True)
+
+    name = "articles:" + orjson.dumps([tag, author, favorited, limit, offset]).decode()
+    return await cached_document(session, cache, name, viewer_id, load)
+
+
+async def _article_row(session: AsyncSession, slug: str, viewer_id: int | None) -> Row[Any]:
     stmt = _article_select(session, viewer_id, with_body=True).where(Article.slug == slug)
-    row = (await session.execute(stmt)).one_or_none()
+    row: Row[Any] | None = (await session.execute(stmt)).one_or_none()
     if row is None:
         raise NotFoundError("article not found")
+    return row
+
+
+async def get_article(session: AsyncSession, slug: str, viewer_id: int | None) -> ArticleOut:
+    row = await _article_row(session, slug, viewer_id)
     return ArticleOut(**_summary_fields(row), body=row.body)
+
+
+async def article_json(session: AsyncSession, cache: Cache, slug: str, viewer_id: int | None) -> bytes:
+    """``get_article`` as a response body, its shared part served from the cache."""
+
+    async def load() -> tuple[Refs, dict[str, Any]]:
+        row = await _article_row(session, slug, viewer_id)
+        document = ArticleResponse(article=ArticleOut(**_summary_fields(row), body=row.body))
+        return [(row.id, row.author_id)], document.model_dump(mode="json", by_alias=True)
+
+    return await cached_document(session, cache, f"article:{slug}", viewer_id, load)
 
 
 def _slug_base(title: str) -> str:
@@ -207,6 +276,7 @@ async def publish_article(session: AsyncSession, author: User, data: NewArticle)
     else:
         raise ConflictError("could not allocate a unique slug, please retry")
     await _set_tags(session, article_id, data.tag_list, replace=False)
+    mark_changed(session)
     return slug
 
 
@@ -239,6 +309,7 @@ async def update_article(session: AsyncSession, user: User, slug: str, changes: 
     await session.flush()
     if changes.tag_list is not None:
         await _set_tags(session, article.id, changes.tag_list, replace=True)
+    mark_changed(session)
     return await get_article(session, slug, user.id)
 
 
@@ -247,6 +318,7 @@ async def delete_article(session: AsyncSession, user: User, slug: str) -> None:
     article = await _owned_article(session, user, slug, moderating=True)
     await session.delete(article)
     await session.flush()
+    mark_changed(session)
 
 
 async def article_id_by_slug(session: AsyncSession, slug: str) -> int:
@@ -271,6 +343,7 @@ async def favorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
             .where(Article.id == article_id)
             .values(favorites_count=Article.favorites_count + 1)
         )
+        mark_changed(session)
     return await get_article(session, slug, user.id)
 
 
@@ -288,4 +361,5 @@ async def unfavorite(session: AsyncSession, user: User, slug: str) -> ArticleOut
             .where(Article.id == article_id)
             .values(favorites_count=Article.favorites_count - 1)
         )
+        mark_changed(session)
     return await get_article(session, slug, user.id)

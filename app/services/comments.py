@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import Cache, mark_changed
 from app.core.errors import NotFoundError, PermissionDeniedError
 from app.models import Article, Comment, User
-from app.schemas.comment import CommentOut
+from app.schemas.comment import CommentListResponse, CommentOut
 from app.services.articles import article_id_by_slug, can_moderate
+from app.services.documents import Refs, cached_document
 from app.services.profiles import following_expr, profile_from_row, profile_of
 
 
-async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None) -> list[CommentOut]:
-    """The article's comments, newest first, each with its author's profile."""
+async def _comment_rows(
+    session: AsyncSession, slug: str, viewer_id: int | None
+) -> list[Row[*tuple[Any, ...]]]:
     article_id = await article_id_by_slug(session, slug)
     stmt = (
         select(
@@ -21,6 +26,7 @@ async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None)
             Comment.body,
             Comment.created_at,
             Comment.updated_at,
+            Comment.author_id,
             User.username,
             User.bio,
             User.image,
@@ -30,16 +36,33 @@ async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None)
         .where(Comment.article_id == article_id)
         .order_by(Comment.id.desc())
     )
-    return [
-        CommentOut(
-            id=row.id,
-            body=row.body,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            author=profile_from_row(row),
-        )
-        for row in await session.execute(stmt)
-    ]
+    return list((await session.execute(stmt)).all())
+
+
+def _comment(row: Row[*tuple[Any, ...]]) -> CommentOut:
+    return CommentOut(
+        id=row.id,
+        body=row.body,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        author=profile_from_row(row),
+    )
+
+
+async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None) -> list[CommentOut]:
+    """The article's comments, newest first, each with its author's profile."""
+    return [_comment(row) for row in await _comment_rows(session, slug, viewer_id)]
+
+
+async def comments_json(session: AsyncSession, cache: Cache, slug: str, viewer_id: int | None) -> bytes:
+    """``list_comments`` as a response body, its shared part served from the cache."""
+
+    async def load() -> tuple[Refs, dict[str, Any]]:
+        rows = await _comment_rows(session, slug, viewer_id)
+        document = CommentListResponse(comments=[_comment(row) for row in rows])
+        return [(None, row.author_id) for row in rows], document.model_dump(mode="json", by_alias=True)
+
+    return await cached_document(session, cache, f"comments:{slug}", viewer_id, load)
 
 
 async def add_comment(session: AsyncSession, author: User, slug: str, body: str) -> CommentOut:
@@ -50,6 +73,7 @@ async def add_comment(session: AsyncSession, author: User, slug: str, body: str)
     )
     session.add(comment)
     await session.flush()
+    mark_changed(session)
     return CommentOut(
         id=comment.id,
         body=comment.body,
@@ -72,3 +96,4 @@ async def delete_comment(session: AsyncSession, user: User, slug: str, comment_i
         raise PermissionDeniedError("only the author may delete this comment")
     await session.delete(comment)
     await session.flush()
+    mark_changed(session)

@@ -8,10 +8,12 @@ from sqlalchemy import ColumnElement, Row, delete, exists, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from app.core.cache import Cache
 from app.core.errors import NotFoundError, ValidationFailedError
 from app.db.dialect import insert_ignoring_conflicts
 from app.models import Follow, User
-from app.schemas.profile import Profile
+from app.schemas.profile import Profile, ProfileResponse
+from app.services.documents import Refs, cached_document
 
 
 def following_expr(viewer_id: int | None, author_id: QueryableAttribute[int]) -> ColumnElement[bool]:
@@ -30,22 +32,28 @@ def profile_of(user: User, *, following: bool) -> Profile:
     return Profile(username=user.username, bio=user.bio, image=user.image, following=following)
 
 
-async def get_profile(session: AsyncSession, username: str, viewer_id: int | None) -> Profile:
+async def _profile_row(session: AsyncSession, username: str, viewer_id: int | None) -> Row[*tuple[Any, ...]]:
     stmt = select(
-        User.username,
-        User.bio,
-        User.image,
-        following_expr(viewer_id, User.id).label("following"),
+        User.id, User.username, User.bio, User.image, following_expr(viewer_id, User.id).label("following")
     ).where(User.username == username)
-    row = (await session.execute(stmt)).one_or_none()
+    row: Row[*tuple[Any, ...]] | None = (await session.execute(stmt)).one_or_none()
     if row is None:
         raise NotFoundError("profile not found")
-    return Profile(
-        username=row.username,
-        bio=row.bio,
-        image=row.image,
-        following=bool(row.following),
-    )
+    return row
+
+
+async def get_profile(session: AsyncSession, username: str, viewer_id: int | None) -> Profile:
+    return profile_from_row(await _profile_row(session, username, viewer_id))
+
+
+async def profile_json(session: AsyncSession, cache: Cache, username: str, viewer_id: int | None) -> bytes:
+    """``get_profile`` as a response body, its shared part served from the cache."""
+
+    async def load() -> tuple[Refs, dict[str, Any]]:
+        row = await _profile_row(session, username, viewer_id)
+        return [(None, row.id)], ProfileResponse(profile=profile_from_row(row)).model_dump(mode="json")
+
+    return await cached_document(session, cache, f"profile:{username}", viewer_id, load)
 
 
 async def _user_by_username(session: AsyncSession, username: str) -> User:

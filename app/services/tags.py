@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import Cache
 from app.models import ArticleTag, Tag
 
 POPULAR_TAGS_MAX = 200
@@ -21,3 +23,13 @@ async def popular_tags(session: AsyncSession) -> list[str]:
         .limit(POPULAR_TAGS_MAX)
     )
     return list(await session.scalars(stmt))
+
+
+async def popular_tags_json(session: AsyncSession, cache: Cache) -> bytes:
+    """``popular_tags`` as a response body, from the cache."""
+
+    async def load() -> bytes:
+        return orjson.dumps({"tags": await popular_tags(session)})
+
+    body, _ = await cache.get_or_load("tags", load)
+    return body

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import mark_changed
 from app.core.errors import AuthenticationError, PermissionDeniedError, ValidationFailedError
 from app.core.security import PasswordHasher
 from app.db.base import utcnow
@@ -166,4 +167,5 @@ async def update_user(
         user.image = changes.image or ""
     user.updated_at = utcnow()
     await session.flush()
+    mark_changed(session)  # the user's profile appears in cached articles and comments
     return user

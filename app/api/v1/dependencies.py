@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import CHANGED, Cache
 from app.core.config import Settings
 from app.core.errors import AppError, AuthenticationError, PermissionDeniedError
 from app.core.mail import Mailer
@@ -39,6 +40,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        # Committed: drop the cached data the work changed before the response goes out, so that any
+        # read that follows (by anyone, on any worker) sees the write.
+        if session.info.pop(CHANGED, False):
+            await request.app.state.cache.invalidate()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -69,7 +74,13 @@ def get_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+def get_cache(request: Request) -> Cache:
+    cache: Cache = request.app.state.cache
+    return cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 TokensDep = Annotated[TokenService, Depends(get_tokens)]
 MailerDep = Annotated[Mailer, Depends(get_mailer)]

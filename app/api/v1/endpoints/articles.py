@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.api.v1.dependencies import CurrentUser, Pagination, PublishingUser, SessionDep, ViewerId
+from app.api.v1.dependencies import CacheDep, CurrentUser, Pagination, PublishingUser, SessionDep, ViewerId
 from app.core.errors import error_responses
+from app.core.responses import JSONBytes
 from app.schemas.article import (
     ArticleListResponse,
     ArticleResponse,
@@ -32,22 +33,25 @@ FilterQuery = Annotated[str | None, Query(max_length=64)]
 )
 async def list_articles(
     session: SessionDep,
+    cache: CacheDep,
     viewer_id: ViewerId,
     page: Pagination,
     tag: FilterQuery = None,
     author: FilterQuery = None,
     favorited: FilterQuery = None,
-) -> ArticleListResponse:
-    articles, count = await article_service.list_articles(
-        session,
-        viewer_id,
-        tag=tag,
-        author=author,
-        favorited=favorited,
-        limit=page.limit,
-        offset=page.offset,
+) -> Response:
+    return JSONBytes(
+        await article_service.list_articles_json(
+            session,
+            cache,
+            viewer_id,
+            tag=tag,
+            author=author,
+            favorited=favorited,
+            limit=page.limit,
+            offset=page.offset,
+        )
     )
-    return ArticleListResponse(articles=articles, articles_count=count)
 
 
 @router.get(
@@ -86,8 +90,8 @@ async def create_article(
     description="One article with its body.",
     responses=error_responses(401, 404, 422),
 )
-async def get_article(slug: SlugPath, session: SessionDep, viewer_id: ViewerId) -> ArticleResponse:
-    return ArticleResponse(article=await article_service.get_article(session, slug, viewer_id))
+async def get_article(slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId) -> Response:
+    return JSONBytes(await article_service.article_json(session, cache, slug, viewer_id))
 
 
 @router.put(

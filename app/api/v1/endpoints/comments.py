@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from app.api.v1.dependencies import MAX_INT32, CurrentUser, SessionDep, ViewerId
+from app.api.v1.dependencies import MAX_INT32, CacheDep, CurrentUser, SessionDep, ViewerId
 from app.core.errors import error_responses
+from app.core.responses import JSONBytes
 from app.schemas.comment import CommentListResponse, CommentResponse, NewCommentRequest
 from app.services import comments as comment_service
 
@@ -23,8 +24,10 @@ SlugPath = Annotated[str, Path(max_length=255, description="The article's slug."
     description="The article's comments, newest first.",
     responses=error_responses(401, 404, 422),
 )
-async def list_comments(slug: SlugPath, session: SessionDep, viewer_id: ViewerId) -> CommentListResponse:
-    return CommentListResponse(comments=await comment_service.list_comments(session, slug, viewer_id))
+async def list_comments(
+    slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId
+) -> Response:
+    return JSONBytes(await comment_service.comments_json(session, cache, slug, viewer_id))
 
 
 @router.post(

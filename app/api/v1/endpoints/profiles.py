@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
-from app.api.v1.dependencies import CurrentUser, SessionDep, ViewerId
+from app.api.v1.dependencies import CacheDep, CurrentUser, SessionDep, ViewerId
 from app.core.errors import error_responses
+from app.core.responses import JSONBytes
 from app.schemas.profile import ProfileResponse
 from app.services import profiles as profile_service
 
@@ -23,8 +24,10 @@ UsernamePath = Annotated[str, Path(max_length=64, description="The username of t
     description="A user's public profile; `following` tells whether the caller follows them.",
     responses=error_responses(401, 404, 422),
 )
-async def get_profile(username: UsernamePath, session: SessionDep, viewer_id: ViewerId) -> ProfileResponse:
-    return ProfileResponse(profile=await profile_service.get_profile(session, username, viewer_id))
+async def get_profile(
+    username: UsernamePath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId
+) -> Response:
+    return JSONBytes(await profile_service.profile_json(session, cache, username, viewer_id))
 
 
 @router.post(
