@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.core.profiling import record_cache
 
 logger = logging.getLogger("conduit.cache")
 
@@ -134,8 +135,10 @@ class Cache:
             return await load(), False
         if value is not None:
             self.hits += 1
+            record_cache(hit=True)
             return value, True
         self.misses += 1
+        record_cache(hit=False)
         if (pending := self._loading.get(key)) is not None:
             return await asyncio.shield(pending), False
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()

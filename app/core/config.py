@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     cache_prefix: str = "conduit"  # Redis key prefix, so deployments (and test runs) never share entries
     public_max_age: int = Field(default=5, ge=0, description="Cache-Control max-age of anonymous reads")
 
+    # --- profiling (app/core/profiling.py) ---
+    profiling_enabled: bool = False  # Server-Timing on every response
+    slow_request_ms: float = Field(default=500, gt=0, description="log requests slower than this")
+
     # --- HTTP surface (app/core/middleware.py) ---
     # Host header values accepted: exact names, "*.example.com" for subdomains, "*" for any.
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])

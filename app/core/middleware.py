@@ -19,12 +19,19 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.core.config import Settings
 from app.core.errors import problem_response
+from app.core.http_cache import HttpCacheMiddleware
+from app.core.profiling import ProfilingMiddleware
 
 API_PREFIX = "/api/v1"
 # Responses that carry tokens or credentials, whatever the method: never stored by any cache.
 CREDENTIAL_PATHS = frozenset({f"{API_PREFIX}/users", f"{API_PREFIX}/users/login", f"{API_PREFIX}/user"})
 CREDENTIAL_PREFIX = f"{API_PREFIX}/auth/"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def carries_credentials(path: str) -> bool:
+    return path in CREDENTIAL_PATHS or path.startswith(CREDENTIAL_PREFIX)
+
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -82,7 +89,7 @@ def _add_headers(scope: Scope, message: Message, csp: str) -> None:
 
     path, method = scope["path"], scope["method"]
     authorized = "authorization" in Headers(scope=scope)
-    if path in CREDENTIAL_PATHS or path.startswith(CREDENTIAL_PREFIX):
+    if carries_credentials(path):
         headers["Cache-Control"] = "no-store"
     elif method in SAFE_METHODS and authorized and "cache-control" not in headers:
         headers["Cache-Control"] = "private, no-cache"
@@ -253,11 +260,18 @@ def install_http_middleware(app: FastAPI, settings: Settings) -> None:
     """Add the hardening middleware around what is already added (CORS: add it before calling this).
 
     From the outside in: proxy headers (only with trusted proxies, so that the scheme and client address
-    are known to all the rest), trusted hosts, HTTPS redirect (if enabled), security headers, body limit.
+    are known to all the rest), trusted hosts, HTTPS redirect (if enabled), security headers, body limit,
+    HTTP caching (ETags).
     """
     docs_paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     headers = SecurityHeaders(path for path in docs_paths if path)
     # The middleware added last is the outermost.
+    app.add_middleware(
+        HttpCacheMiddleware,
+        prefix=API_PREFIX,
+        public_max_age=settings.public_max_age,
+        is_credential=carries_credentials,
+    )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -269,3 +283,5 @@ def install_http_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(TrustedHostProblemMiddleware, allowed_hosts=settings.allowed_hosts, headers=headers)
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    if settings.profiling_enabled:  # outermost, to time everything
+        app.add_middleware(ProfilingMiddleware, slow_ms=settings.slow_request_ms)

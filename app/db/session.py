@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.core.config import Settings
+from app.core.profiling import instrument_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -47,6 +48,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(settings.database_url, **options)
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    instrument_engine(engine)
     return engine
 
 

@@ -8,8 +8,8 @@ from email.message import EmailMessage
 import httpx
 import pytest
 
+from tests.conftest import ClientFactory
 from tests.factories import Api, assert_problem
-from tests.security.conftest import ClientFactory
 from tests.smtp import SmtpServer, smtp_server  # noqa: F401
 
 CODE = re.compile(r"^    ([A-Za-z0-9_-]{43})$", re.MULTILINE)

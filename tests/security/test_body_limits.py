@@ -12,8 +12,8 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from app.core.middleware import BodyLimitMiddleware
+from tests.conftest import ClientFactory
 from tests.factories import PASSWORD, Api, assert_problem
-from tests.security.conftest import ClientFactory
 
 LIMIT = 1024 * 1024  # the default
 TOO_LARGE = f"the request body exceeds {LIMIT} bytes"

@@ -7,8 +7,8 @@ import uuid
 import httpx
 
 from app.core.config import Settings
+from tests.conftest import ClientFactory
 from tests.factories import Api, assert_problem
-from tests.security.conftest import ClientFactory
 
 DEFAULTS = Settings.model_fields
 

@@ -7,8 +7,8 @@ import time
 
 import httpx
 
+from tests.conftest import ClientFactory
 from tests.factories import Api
-from tests.security.conftest import ClientFactory
 
 
 async def _timed_login(client: httpx.AsyncClient, email: str) -> tuple[float, httpx.Response]:

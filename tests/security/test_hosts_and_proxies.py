@@ -6,8 +6,8 @@ import httpx
 import pytest
 from fastapi import Request
 
+from tests.conftest import ClientFactory
 from tests.factories import assert_problem
-from tests.security.conftest import ClientFactory
 
 HSTS = "max-age=63072000; includeSubDomains"
 PROXY = "10.0.0.1"

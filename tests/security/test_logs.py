@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.core.logging import configure_logging, redact
+from tests.conftest import ClientFactory
 from tests.factories import Api
-from tests.security.conftest import ClientFactory
 
 PASSWORD = "very-secret-passphrase-42"
 

@@ -7,8 +7,8 @@ import pytest
 
 from app.core.errors import ValidationFailedError
 from app.services.password_policy import check_password
+from tests.conftest import ClientFactory
 from tests.factories import Api
-from tests.security.conftest import ClientFactory
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import pytest
 
 from app.core.config import Settings
 from app.core.security import key_id
+from tests.conftest import ClientFactory
 from tests.factories import Api
-from tests.security.conftest import ClientFactory
 
 
 def _claims(token: str) -> dict[str, Any]:
