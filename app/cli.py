@@ -197,3 +197,7 @@ def set_role(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -91,20 +91,31 @@ async def _relate(
     counts: SeedCounts,
 ) -> None:
     if len(users) > 1:
-        pairs = {tuple(rng.sample(range(len(users)), 2)) for _ in range(counts.follows)}
-        async with sessionmaker() as session:
-            for follower, followee in pairs:
-                await profile_service.follow(session, users[follower], users[followee].username)
-            await session.commit()
+        # Distinct pairs, so the counts asked for are the counts stored.
+        ordered_pairs = len(users) * (len(users) - 1)
+        follows = [
+            divmod(n, len(users) - 1)
+            for n in rng.sample(range(ordered_pairs), min(counts.follows, ordered_pairs))
+        ]
+        for start in range(0, len(follows), BATCH):
+            async with sessionmaker() as session:
+                for follower, other in follows[start : start + BATCH]:
+                    followee = other + (other >= follower)  # skip the follower themself
+                    await profile_service.follow(session, users[follower], users[followee].username)
+                await session.commit()
     if not slugs:
         return
-    for total, action in ((counts.favorites, "favorite"), (counts.comments, "comment")):
-        for start in range(0, total, BATCH):
-            async with sessionmaker() as session:
-                for _ in range(start, min(start + BATCH, total)):
-                    user, slug = rng.choice(users), rng.choice(slugs)
-                    if action == "favorite":
-                        await article_service.favorite(session, user, slug)
-                    else:
-                        await comment_service.add_comment(session, user, slug, _sentence(rng, 12))
-                await session.commit()
+    pairs = len(users) * len(slugs)
+    favorites = [divmod(n, len(slugs)) for n in rng.sample(range(pairs), min(counts.favorites, pairs))]
+    for start in range(0, len(favorites), BATCH):
+        async with sessionmaker() as session:
+            for user, article in favorites[start : start + BATCH]:
+                await article_service.favorite(session, users[user], slugs[article])
+            await session.commit()
+    for start in range(0, counts.comments, BATCH):
+        async with sessionmaker() as session:
+            for _ in range(start, min(start + BATCH, counts.comments)):
+                await comment_service.add_comment(
+                    session, rng.choice(users), rng.choice(slugs), _sentence(rng, 12)
+                )
+            await session.commit()

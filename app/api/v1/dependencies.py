@@ -30,51 +30,59 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     Declared with ``scope="function"`` so that the commit happens before the response is sent:
     a failing commit becomes an error response, never a success the database did not keep.
     """
-    async with request.app.state.sessionmaker() as session:
-        try:
-            yield session
+    session: AsyncSession = request.app.state.sessionmaker()
+    try:
+        yield session
+        # A session that never began a transaction (e.g. a read served from the cache) holds no
+        # connection: skipping its commit keeps such requests off the greenlet bridge entirely.
+        if session.in_transaction():
             await session.commit()
-        except AppError as exc:
-            await (session.commit() if exc.keeps_changes else session.rollback())
-            raise
-        except BaseException:
-            await session.rollback()
-            raise
-        # Committed: drop the cached data the work changed before the response goes out, so that any
-        # read that follows (by anyone, on any worker) sees the write.
-        if session.info.pop(CHANGED, False):
-            await request.app.state.cache.invalidate()
+    except AppError as exc:
+        await (session.commit() if exc.keeps_changes else session.rollback())
+        raise
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        if session.in_transaction():  # only after a failed commit or rollback
+            await session.close()
+    # Committed: drop the cached data the work changed before the response goes out, so that any
+    # read that follows (by anyone, on any worker) sees the write.
+    if session.info.pop(CHANGED, False):
+        await request.app.state.cache.invalidate()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Every dependency is ``async def``: FastAPI runs plain ``def`` dependencies in a worker thread, a
+# thread hop per dependency per request for what is only an attribute lookup.
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_hasher(request: Request) -> PasswordHasher:
+async def get_hasher(request: Request) -> PasswordHasher:
     hasher: PasswordHasher = request.app.state.hasher
     return hasher
 
 
-def get_tokens(request: Request) -> TokenService:
+async def get_tokens(request: Request) -> TokenService:
     tokens: TokenService = request.app.state.tokens
     return tokens
 
 
-def get_mailer(request: Request) -> Mailer:
+async def get_mailer(request: Request) -> Mailer:
     mailer: Mailer = request.app.state.mailer
     return mailer
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.limiter
     return limiter
 
 
-def get_cache(request: Request) -> Cache:
+async def get_cache(request: Request) -> Cache:
     cache: Cache = request.app.state.cache
     return cache
 
@@ -197,7 +205,7 @@ async def get_publishing_user(user: CurrentUser, settings: SettingsDep) -> User:
 PublishingUser = Annotated[User, Depends(get_publishing_user)]
 
 
-def get_client_info(request: Request) -> ClientInfo:
+async def get_client_info(request: Request) -> ClientInfo:
     return ClientInfo(
         ip=request.client.host if request.client else None, user_agent=request.headers.get("user-agent")
     )
@@ -213,7 +221,7 @@ class Page:
     offset: int
 
 
-def get_page(
+async def get_page(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1 to 100.")] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_INT32, description="Number of items to skip.")] = 0,
 ) -> Page:

@@ -1,9 +1,16 @@
 """Everything under ``/api/v1``. A ``v2`` would be a sibling package mounted beside it."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from app.api.v1.endpoints import admin, articles, auth, comments, profiles, tags, users
 
-api_router = APIRouter()
-for module in (users, profiles, articles, comments, tags, auth, admin):
-    api_router.include_router(module.router)
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    module.router for module in (users, profiles, articles, comments, tags, auth, admin)
+)
+
+
+def include_v1(app: FastAPI, prefix: str) -> None:
+    # Each resource router is included in the app directly: one level of routers to match against
+    # on every request, not two.
+    for router in ROUTERS:
+        app.include_router(router, prefix=prefix)
