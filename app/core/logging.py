@@ -76,6 +76,8 @@ def logging_config(level: str, stream: IO[str] | None = None) -> dict[str, Any]:
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
+            # aiosqlite's debug lines carry every statement's raw parameters: never below WARNING.
+            "aiosqlite": {"level": "WARNING"},
         },
     }
 

@@ -23,6 +23,7 @@ import jwt
 from app.core.config import Settings
 
 JWT_ALGORITHM = "HS256"
+ACCESS_TOKEN_TYPE = "at+jwt"
 
 
 class InvalidTokenError(Exception):
@@ -111,15 +112,19 @@ class TokenService:
             "nbf": iat,
             "exp": issued_at + timedelta(seconds=ttl),
             "jti": uuid.uuid4().hex,
-            "typ": "access",
         }
         if session_id is not None:
             claims["sid"] = session_id
-        return jwt.encode(claims, self._signing_key, algorithm=JWT_ALGORITHM, headers={"kid": self._kid})
+        # "typ: at+jwt" (RFC 9068, RFC 8725 §3.11): an access token, never confused with another JWT.
+        headers = {"kid": self._kid, "typ": ACCESS_TOKEN_TYPE}
+        return jwt.encode(claims, self._signing_key, algorithm=JWT_ALGORITHM, headers=headers)
 
     def verify(self, token: str) -> TokenClaims:
         try:
-            key = self._verification_keys.get(str(jwt.get_unverified_header(token).get("kid")))
+            header = jwt.get_unverified_header(token)
+            if header.get("typ") != ACCESS_TOKEN_TYPE:
+                raise InvalidTokenError("not an access token")
+            key = self._verification_keys.get(str(header.get("kid")))
             if key is None:
                 raise InvalidTokenError("unknown signing key")
             claims = jwt.decode(
@@ -128,10 +133,8 @@ class TokenService:
                 algorithms=[JWT_ALGORITHM],  # pinned: never trust the token's own "alg"
                 issuer=self._issuer,
                 audience=self._audience,
-                options={"require": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti", "typ"]},
+                options={"require": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti"]},
             )
-            if claims["typ"] != "access":
-                raise InvalidTokenError("not an access token")
             user_id = int(claims["sub"])
             issued_at = datetime.fromtimestamp(claims["iat"], UTC)
             expires_at = datetime.fromtimestamp(claims["exp"], UTC)

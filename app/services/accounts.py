@@ -96,6 +96,16 @@ async def reset_password(
 ) -> None:
     """Set a new password with a reset token and end every session of the account."""
     user = await _spend(session, token, TokenPurpose.PASSWORD_RESET)
+    # Any other reset link still in a mailbox dies with this reset.
+    await session.execute(
+        update(OneTimeToken)
+        .where(
+            OneTimeToken.user_id == user.id,
+            OneTimeToken.purpose == TokenPurpose.PASSWORD_RESET,
+            OneTimeToken.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+    )
     await user_service.set_password(
         session, hasher, user, password, require_letter_and_digit=require_letter_and_digit
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import mark_changed
@@ -10,7 +10,7 @@ from app.core.errors import AuthenticationError, PermissionDeniedError, Validati
 from app.core.security import PasswordHasher
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts
-from app.models import User
+from app.models import RefreshToken, User
 from app.schemas.user import UpdateUser
 from app.services.auth import end_sessions
 from app.services.password_policy import check_password
@@ -84,15 +84,21 @@ async def register(
     )
 
 
-async def authenticate(session: AsyncSession, hasher: PasswordHasher, *, login: str, password: str) -> User:
-    """The user with these credentials; ``login`` is an email or a username.
+async def find_by_login(session: AsyncSession, login: str) -> User | None:
+    """The account ``login`` names: an email (any case) or a username."""
+    login = login.strip()
+    condition = User.email == login.lower() if "@" in login else User.username == login
+    return await session.scalar(select(User).where(condition))
+
+
+async def authenticate(
+    session: AsyncSession, hasher: PasswordHasher, user: User | None, password: str
+) -> User:
+    """``user`` if ``password`` is theirs (``user`` from ``find_by_login``, ``None`` if unknown).
 
     An unknown login and a wrong password fail alike, in like time (a dummy hash is verified).
     A hash made with outdated parameters is replaced while the plain password is at hand.
     """
-    login = login.strip()
-    condition = User.email == login.lower() if "@" in login else User.username == login
-    user = await session.scalar(select(User).where(condition))
     if not await hasher.verify(password, user.password_hash if user else None) or user is None:
         raise AuthenticationError(
             "email or password is invalid", fields={"email or password": ["is invalid"]}
@@ -107,6 +113,20 @@ async def authenticate(session: AsyncSession, hasher: PasswordHasher, *, login: 
 
 async def get_user(session: AsyncSession, user_id: int) -> User | None:
     return await session.get(User, user_id)
+
+
+async def get_session_user(session: AsyncSession, user_id: int, session_id: str | None) -> User | None:
+    """The user an access token names, unless the token's session (refresh family) was ended:
+    one statement, so logging out ends that session's access tokens too."""
+    if session_id is None:
+        return await get_user(session, user_id)
+    ended = (
+        exists()
+        .where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_not(None))
+        .label("ended")
+    )
+    row = (await session.execute(select(User, ended).where(User.id == user_id))).one_or_none()
+    return None if row is None or row.ended else row[0]
 
 
 async def get_by_email(session: AsyncSession, email: str) -> User | None:

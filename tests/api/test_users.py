@@ -29,7 +29,8 @@ async def test_token_subject_is_the_user_id_not_the_username(api: Api, settings:
         account.token, settings.secret_key.get_secret_value(), algorithms=["HS256"], audience="conduit-api"
     )
     assert claims["sub"].isdigit()
-    assert {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "typ"} <= claims.keys()
+    assert {"iss", "aud", "sub", "exp", "iat", "nbf", "jti", "sid"} <= claims.keys()
+    assert jwt.get_unverified_header(account.token)["typ"] == "at+jwt"
     assert claims["exp"] - claims["iat"] == pytest.approx(settings.realworld_token_ttl, abs=1)
 
 

@@ -146,3 +146,80 @@ async def test_outbox_is_the_embedded_default(api: Api, client: httpx.AsyncClien
     written = set((settings.var_dir / "outbox").glob("*.eml")) - before
     assert len(written) == 1
     assert "jake@example.com" in next(iter(written)).read_text()
+
+
+async def test_tokens_only_serve_their_purpose(
+    mailing_client: httpx.AsyncClient,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    await Api(mailing_client).register("jake")
+    verification = _code(smtp_server.messages[-1])
+    wrong_use = await mailing_client.post(
+        "/auth/password-reset/confirm", json={"token": verification, "password": "a-fresh-secret-5"}
+    )
+    assert_problem(wrong_use, 422, "validation_failed")
+    await mailing_client.post("/auth/password-reset", json={"email": "jake@example.com"})
+    reset = _code(smtp_server.messages[-1])
+    assert_problem(
+        await mailing_client.post("/auth/verify-email", json={"token": reset}), 422, "validation_failed"
+    )
+
+
+async def test_a_reset_kills_the_other_reset_links(
+    mailing_client: httpx.AsyncClient,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    await Api(mailing_client).register("jake")
+    for _ in range(2):
+        await mailing_client.post("/auth/password-reset", json={"email": "jake@example.com"})
+    first, second = (_code(message) for message in smtp_server.messages[-2:])
+    done = await mailing_client.post(
+        "/auth/password-reset/confirm", json={"token": second, "password": "a-fresh-secret-5"}
+    )
+    assert done.status_code == 204
+    late = await mailing_client.post(
+        "/auth/password-reset/confirm", json={"token": first, "password": "another-one-6x"}
+    )
+    assert_problem(late, 422, "validation_failed")
+
+
+async def test_deactivated_accounts_get_no_reset(
+    mailing_client: httpx.AsyncClient,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    await Api(mailing_client).register("jake")
+    await mailing_client.post("/auth/password-reset", json={"email": "jake@example.com"})
+    token = _code(smtp_server.messages[-1])
+    engine = mailing_client.app.state.engine  # type: ignore[attr-defined]
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql("UPDATE users SET is_active = false")
+    sent = len(smtp_server.messages)
+    assert (
+        await mailing_client.post("/auth/password-reset", json={"email": "jake@example.com"})
+    ).status_code == 202
+    assert len(smtp_server.messages) == sent  # no new email
+    confirm = await mailing_client.post(
+        "/auth/password-reset/confirm", json={"token": token, "password": "a-fresh-secret-5"}
+    )
+    assert_problem(confirm, 422, "validation_failed")
+
+
+async def test_changing_the_email_unverifies_it(
+    mailing_client: httpx.AsyncClient,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    client = mailing_client
+    account = await Api(client).register("jake")
+    await client.post("/auth/verify-email", json={"token": _code(smtp_server.messages[-1])})
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+
+    async def verified() -> bool:
+        async with engine.connect() as connection:
+            value = (await connection.exec_driver_sql("SELECT email_verified_at FROM users")).scalar_one()
+        return value is not None
+
+    assert await verified()
+    await client.put("/user", json={"user": {"email": "jake@example.com"}}, headers=account.headers)
+    assert await verified()  # the same address: nothing changes
+    await client.put("/user", json={"user": {"email": "jacob@example.com"}}, headers=account.headers)
+    assert not await verified()

@@ -93,3 +93,56 @@ async def test_writes_per_user(make_client: ClientFactory) -> None:
         await client.get(f"/articles/{slug}", headers=fan.headers)
     ).status_code == 200  # reads are not writes
     assert (await client.post(f"/articles/{slug}/favorite", headers=author.headers)).status_code == 200
+
+
+async def test_one_budget_per_account_whatever_the_login_typed(make_client: ClientFactory) -> None:
+    client = await _defaults(make_client)
+    await Api(client).register("jake")
+    logins = ["jake", "jake@example.com", "JAKE@example.com"]
+    for n in range(_rule("login_account")):
+        form = {"username": logins[n % len(logins)], "password": "guess-123"}
+        assert (await client.post("/auth/token", data=form)).status_code == 401
+    _assert_limited(await client.post("/auth/token", data={"username": "jake", "password": "guess-123"}))
+
+
+async def test_token_endpoint_per_ip(make_client: ClientFactory) -> None:
+    client = await _defaults(make_client)
+    for n in range(_rule("login_ip")):
+        assert (
+            await client.post("/auth/token", data={"username": f"u{n}", "password": "x"})
+        ).status_code == 401
+    _assert_limited(await client.post("/auth/token", data={"username": "z", "password": "x"}))
+
+
+async def test_refreshes_per_family(make_client: ClientFactory) -> None:
+    client = await _defaults(make_client)
+    account = await Api(client).register("jake")
+    pair = (await client.post("/auth/token", data={"username": "jake", "password": account.password})).json()
+    token = pair["refresh_token"]
+    for _ in range(_rule("refresh_family")):
+        client.cookies.clear()
+        response = await client.post("/auth/refresh", json={"refresh_token": token})
+        assert response.status_code == 200
+        token = response.json()["refresh_token"]
+    client.cookies.clear()
+    _assert_limited(await client.post("/auth/refresh", json={"refresh_token": token}))
+
+
+async def test_account_recovery_endpoints_per_ip(make_client: ClientFactory) -> None:
+    client = await _defaults(make_client)
+    for path, body in (
+        ("/auth/password-reset/confirm", {"token": "x" * 43, "password": "a-fresh-secret-5"}),
+        ("/auth/verify-email", {"token": "x" * 43}),
+    ):
+        for _ in range(_rule("login_ip")):
+            assert (await client.post(path, json=body)).status_code == 422
+        _assert_limited(await client.post(path, json=body))
+
+
+async def test_password_reset_requests_per_account(make_client: ClientFactory) -> None:
+    client = await _defaults(make_client)
+    for _ in range(_rule("login_account")):
+        assert (
+            await client.post("/auth/password-reset", json={"email": "jake@example.com"})
+        ).status_code == 202
+    _assert_limited(await client.post("/auth/password-reset", json={"email": "jake@example.com"}))

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from app.core.logging import configure_logging, redact
+from app.core.security import digest
 from tests.conftest import ClientFactory
 from tests.factories import Api
 
@@ -45,6 +46,9 @@ async def test_a_full_session_leaves_no_secret_in_the_logs(
 
     text = log_stream.getvalue()
     assert "INSERT INTO users" in text  # the SQL was logged: this test saw real log lines
+    assert "INSERT INTO refresh_tokens" in text
+    # Bound parameters are hidden (hide_parameters): not even a token's digest reaches the log.
+    assert digest(pair["refresh_token"]) not in text and "jake@example.com" not in text
     for secret in (
         PASSWORD,
         account.token,

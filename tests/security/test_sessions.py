@@ -7,11 +7,11 @@ import asyncio
 import httpx
 import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.models import RefreshToken
+from app.models import RefreshToken, User
 from tests.factories import Account, Api, assert_problem
 
 
@@ -188,3 +188,23 @@ async def test_password_change_ends_other_sessions(api: Api, client: httpx.Async
     ).status_code == 401
     assert_problem(await _refresh(client, elsewhere["refresh_token"]), 401, "unauthorized")
     assert (await _refresh(client, here["refresh_token"])).status_code == 200  # this session continues
+
+
+async def test_expired_refresh_tokens_are_refused(
+    api: Api, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    account = await api.register("jake")
+    pair = await _login(client, account)
+    async with engine.begin() as connection:
+        await connection.execute(update(RefreshToken).values(expires_at=RefreshToken.created_at))
+    assert_problem(await _refresh(client, pair["refresh_token"]), 401, "unauthorized")
+
+
+async def test_refresh_of_a_deactivated_account_is_refused(
+    api: Api, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    account = await api.register("jake")
+    pair = await _login(client, account)
+    async with engine.begin() as connection:  # the flag alone, without revoking anything
+        await connection.execute(update(User).where(User.username == "jake").values(is_active=False))
+    assert_problem(await _refresh(client, pair["refresh_token"]), 401, "unauthorized")

@@ -10,9 +10,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
 from app.core.security import key_id
+from app.models import User
 from tests.conftest import ClientFactory
 from tests.factories import Api
 
@@ -22,8 +25,10 @@ def _claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _sign(claims: dict[str, Any], key: str, *, algorithm: str = "HS256", kid: str | None = None) -> str:
-    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid or key_id(key)})
+def _sign(
+    claims: dict[str, Any], key: str, *, algorithm: str = "HS256", kid: str | None = None, typ: str = "at+jwt"
+) -> str:
+    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid or key_id(key), "typ": typ})
 
 
 async def _status(client: httpx.AsyncClient, token: str) -> int:
@@ -55,7 +60,7 @@ async def test_forged_tokens(api: Api, client: httpx.AsyncClient, settings: Sett
     claims = _claims(account.token)
     now = int(time.time())
     forgeries = {
-        "alg none": jwt.encode(claims, None, algorithm="none", headers={"kid": key_id(key)}),
+        "alg none": jwt.encode(claims, None, algorithm="none", headers={"kid": key_id(key), "typ": "at+jwt"}),
         "other HMAC algorithm": _sign(claims, key + "x" * 64, algorithm="HS512", kid=key_id(key)),
         "foreign key": _sign(claims, "someone-elses-key-" + "z" * 40, kid=key_id(key)),
         "unknown kid": _sign(claims, key, kid="0000000000000000"),
@@ -64,7 +69,11 @@ async def test_forged_tokens(api: Api, client: httpx.AsyncClient, settings: Sett
         "not yet valid": _sign({**claims, "nbf": now + 3600}, key),
         "wrong issuer": _sign({**claims, "iss": "evil"}, key),
         "wrong audience": _sign({**claims, "aud": "another-api"}, key),
-        "not an access token": _sign({**claims, "typ": "refresh"}, key),
+        "algorithm not the pinned one": _sign(claims, key, algorithm="HS512"),  # same key, kid and typ
+        "not an access token": _sign(claims, key, typ="JWT"),
+        "subject zero": _sign({**claims, "sub": "0"}, key),
+        "subject out of range": _sign({**claims, "sub": str(2**40)}, key),
+        "subject not a number": _sign({**claims, "sub": "jake"}, key),
         "missing jti": _sign({k: v for k, v in claims.items() if k != "jti"}, key),
         "garbage": "not-a-jwt",
     }
@@ -109,3 +118,31 @@ async def test_both_schemes(api: Api, client: httpx.AsyncClient, scheme: str) ->
     account = await api.register("jake")
     response = await client.get("/user", headers={"Authorization": f"{scheme} {account.token}"})
     assert response.status_code == 200
+
+
+async def test_the_genuine_claims_pass_the_forgery_helper(
+    api: Api, client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The forgeries above differ from a valid token only where they say they do."""
+    account = await api.register("jake")
+    assert settings.secret_key is not None
+    resigned = _sign(_claims(account.token), settings.secret_key.get_secret_value())
+    assert await _status(client, resigned) == 200
+
+
+async def test_logout_ends_the_sessions_access_tokens(api: Api, client: httpx.AsyncClient) -> None:
+    account = await api.register("jake")  # RealWorld registration opens a session too
+    pair = (await client.post("/auth/token", data={"username": "jake", "password": account.password})).json()
+    assert await _status(client, pair["access_token"]) == 200
+    await client.post("/auth/logout", json={"refresh_token": pair["refresh_token"]})
+    assert await _status(client, pair["access_token"]) == 401
+    assert await _status(client, account.token) == 200  # another session of the same user lives on
+
+
+async def test_a_deactivated_account_is_refused_even_before_revocation(
+    api: Api, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    account = await api.register("jake")
+    async with engine.begin() as connection:  # the flag alone, without the session cut-off
+        await connection.execute(update(User).where(User.username == "jake").values(is_active=False))
+    assert await _status(client, account.token) == 401

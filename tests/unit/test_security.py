@@ -72,26 +72,48 @@ def test_expired_token(unit_settings: Settings) -> None:
         tokens.verify(old)
 
 
+def _resign(settings: Settings, token: str, *, algorithm: str = "HS256", **changes: object) -> str:
+    """``token`` with ``changes`` to its claims, signed again with the real key, kid and typ."""
+    assert settings.secret_key is not None
+    claims = {**jwt.decode(token, options={"verify_signature": False}), **changes}
+    claims = {name: value for name, value in claims.items() if value is not None}
+    # Without "alg": PyJWT would let a header's "alg" override the algorithm asked for.
+    headers = {k: v for k, v in jwt.get_unverified_header(token).items() if k != "alg"}
+    return jwt.encode(
+        claims,
+        settings.secret_key.get_secret_value(),
+        algorithm=algorithm,
+        headers=headers,
+    )
+
+
+def test_resigning_alone_keeps_a_token_valid(unit_settings: Settings) -> None:
+    tokens = TokenService(unit_settings)
+    assert tokens.verify(_resign(unit_settings, tokens.issue(7, 900))).user_id == 7
+
+
 @pytest.mark.parametrize(
-    "claims",
+    "changes",
     [
-        {"sub": "1", "iat": 1, "jti": "x"},  # no exp
-        {"sub": "abc", "exp": 4_000_000_000, "iat": 1, "jti": "x"},
-        {"sub": "0", "exp": 4_000_000_000, "iat": 1, "jti": "x"},
-        {"sub": str(2**40), "exp": 4_000_000_000, "iat": 1, "jti": "x"},
+        {"exp": None},
+        {"jti": None},
+        {"iss": None},
+        {"sub": "abc"},
+        {"sub": "0"},
+        {"sub": str(2**40)},
+        {"iss": "someone-else"},
+        {"aud": "another-api"},
     ],
 )
-def test_malformed_claims(unit_settings: Settings, claims: dict[str, object]) -> None:
-    assert unit_settings.secret_key is not None
-    token = jwt.encode(claims, unit_settings.secret_key.get_secret_value(), algorithm="HS256")
+def test_malformed_claims(unit_settings: Settings, changes: dict[str, object]) -> None:
+    tokens = TokenService(unit_settings)
     with pytest.raises(InvalidTokenError):
-        TokenService(unit_settings).verify(token)
+        tokens.verify(_resign(unit_settings, tokens.issue(1, 900), **changes))
 
 
-def test_algorithm_is_pinned(unit_settings: Settings) -> None:
-    assert unit_settings.secret_key is not None
-    claims = {"sub": "1", "exp": 4_000_000_000, "iat": 1, "jti": "x"}
-    for algorithm in ("HS384", "HS512"):
-        token = jwt.encode(claims, unit_settings.secret_key.get_secret_value(), algorithm=algorithm)
-        with pytest.raises(InvalidTokenError):
-            TokenService(unit_settings).verify(token)
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_algorithm_is_pinned(unit_settings: Settings, algorithm: str) -> None:
+    """Same key, kid and claims: only the algorithm differs, and that alone is refused."""
+    tokens = TokenService(unit_settings)
+    with pytest.raises(InvalidTokenError):
+        tokens.verify(_resign(unit_settings, tokens.issue(1, 900), algorithm=algorithm))

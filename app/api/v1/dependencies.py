@@ -129,8 +129,9 @@ async def get_optional_caller(
 ) -> Caller | None:
     """The caller if credentials were sent; 401 if they were sent but are not valid.
 
-    Valid means: a good signature and claims, a user that still exists and is active, and a token
-    issued after the user's last "end all sessions" (password change, logout-all, deactivation).
+    Valid means: a good signature and claims, a user that still exists and is active, a session
+    (refresh family) not logged out, and a token issued after the user's last "end all sessions"
+    (password change, logout-all, deactivation).
     """
     if authorization is None:
         return None
@@ -139,7 +140,7 @@ async def get_optional_caller(
         claims = tokens.verify(token)
     except InvalidTokenError:
         raise AuthenticationError("the access token is invalid or expired") from None
-    user = await user_service.get_user(session, claims.user_id)
+    user = await user_service.get_session_user(session, claims.user_id, claims.session_id)
     if (
         user is None
         or not user.is_active

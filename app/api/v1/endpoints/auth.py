@@ -17,6 +17,7 @@ from app.api.v1.dependencies import (
     SettingsDep,
     TokensDep,
 )
+from app.api.v1.limits import check_login_limits
 from app.core.errors import AuthenticationError, error_responses
 from app.core.mail import send_quietly
 from app.schemas.auth import (
@@ -62,9 +63,8 @@ async def token(
     limiter: LimiterDep,
     client: ClientDep,
 ) -> TokenResponse:
-    await limiter.hit(settings.rate_limit_login_ip, "login-ip", client.ip or "unknown")
-    await limiter.hit(settings.rate_limit_login_account, "login-account", form.username.strip().lower())
-    user = await user_service.authenticate(session, hasher, login=form.username, password=form.password)
+    user = await check_login_limits(session, limiter, settings, client, form.username)
+    user = await user_service.authenticate(session, hasher, user, form.password)
     issued = await auth_service.open_session(
         session,
         tokens,

@@ -15,6 +15,7 @@ from app.api.v1.dependencies import (
     SettingsDep,
     TokensDep,
 )
+from app.api.v1.limits import check_login_limits
 from app.core.errors import error_responses
 from app.core.mail import send_quietly
 from app.models import User
@@ -124,11 +125,8 @@ async def login(
     limiter: LimiterDep,
     client: ClientDep,
 ) -> UserResponse:
-    await limiter.hit(settings.rate_limit_login_ip, "login-ip", client.ip or "unknown")
-    await limiter.hit(settings.rate_limit_login_account, "login-account", body.user.email.lower())
-    user = await user_service.authenticate(
-        session, hasher, login=body.user.email, password=body.user.password
-    )
+    user = await check_login_limits(session, limiter, settings, client, body.user.email)
+    user = await user_service.authenticate(session, hasher, user, body.user.password)
     return await _start_session(request, response, session, tokens, settings, client, user)
 
 
