@@ -19,6 +19,7 @@ from app.core.middleware import install_http_middleware
 from app.core.ratelimit import RateLimiter, RateLimitMiddleware
 from app.core.security import PasswordHasher, TokenService
 from app.db.session import create_engine, create_sessionmaker
+from app.db.unit_of_work import UnitOfWorkMiddleware
 
 API_V1_PREFIX = "/api/v1"
 
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
 
     install_error_handlers(app)
+    # Innermost: the unit of work wraps exactly the routes (and sees their error responses).
+    app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, cache=cache)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, rule=settings.rate_limit_default_ip)
     app.add_middleware(

@@ -13,7 +13,7 @@ Nothing internal (tracebacks, SQL, driver names, paths) is ever rendered.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -209,6 +209,8 @@ def _message(error: Mapping[str, Any]) -> str:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if exc.keeps_changes and (unit_of_work := getattr(request.state, "unit_of_work", None)) is not None:
+        unit_of_work.keep_changes = True
     return problem_response(
         request,
         exc.status_code,
@@ -307,16 +309,31 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     )
 
 
+_HANDLERS: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[Response]]]] = [
+    (AppError, _app_error),
+    (RequestValidationError, _validation_error),
+    (StarletteHTTPException, _http_error),
+    (IntegrityError, _integrity_error),
+    (PoolTimeoutError, _database_unavailable),
+    (OperationalError, _database_unavailable),
+    (InterfaceError, _database_unavailable),
+    (DataError, _data_error),
+]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _app_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(IntegrityError, _integrity_error)
-    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(InterfaceError, _database_unavailable)
-    app.add_exception_handler(DataError, _data_error)
+    for exception_type, handler in _HANDLERS:
+        app.add_exception_handler(exception_type, handler)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def render_exception(request: Request, exc: Exception) -> Response:
+    """The response the handlers above give ``exc`` (for errors raised outside the router, such as a
+    failing commit in the unit-of-work middleware)."""
+    for exception_type, handler in _HANDLERS:
+        if isinstance(exc, exception_type):
+            return await handler(request, exc)
+    return await _unexpected_error(request, exc)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -27,6 +27,7 @@ API_PREFIX = "/api/v1"
 CREDENTIAL_PATHS = frozenset({f"{API_PREFIX}/users", f"{API_PREFIX}/users/login", f"{API_PREFIX}/user"})
 CREDENTIAL_PREFIX = f"{API_PREFIX}/auth/"
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def carries_credentials(path: str) -> bool:
@@ -77,15 +78,23 @@ def _add_vary(headers: MutableHeaders, name: str) -> None:
     headers["Vary"] = ", ".join([*values, name])
 
 
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+# Encoded once: appended as they are to every response (this runs on every request).
+_RAW_SECURITY_HEADERS = _raw(SECURITY_HEADERS)
+_RAW_HSTS = _raw({"Strict-Transport-Security": HSTS})
+
+
 def _add_headers(scope: Scope, message: Message, csp: str) -> None:
-    message.setdefault("headers", [])
-    headers = MutableHeaders(scope=message)
-    for name, value in SECURITY_HEADERS.items():
-        headers[name] = value
-    headers["Content-Security-Policy"] = csp
+    raw = message.setdefault("headers", [])
+    raw[:] = [header for header in raw if header[0].lower() != b"server"]
+    raw.extend(_RAW_SECURITY_HEADERS)
+    raw.append((b"content-security-policy", csp.encode("latin-1")))
     if scope["scheme"] == "https":
-        headers["Strict-Transport-Security"] = HSTS
-    del headers["Server"]
+        raw.extend(_RAW_HSTS)
+    headers = MutableHeaders(scope=message)
 
     path, method = scope["path"], scope["method"]
     authorized = "authorization" in Headers(scope=scope)
@@ -162,7 +171,11 @@ class BodyLimitMiddleware:
         self.exempt_prefixes = tuple(exempt_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in BODILESS_METHODS  # their routes never read a body
+            or scope["path"].startswith(self.exempt_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
@@ -280,7 +293,10 @@ def install_http_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(SecurityHeadersMiddleware, headers=headers)
     if settings.https_redirect:
         app.add_middleware(SecureHTTPSRedirectMiddleware, headers=headers)
-    app.add_middleware(TrustedHostProblemMiddleware, allowed_hosts=settings.allowed_hosts, headers=headers)
+    if "*" not in settings.allowed_hosts:  # with "*" every host passes: no layer needed
+        app.add_middleware(
+            TrustedHostProblemMiddleware, allowed_hosts=settings.allowed_hosts, headers=headers
+        )
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     if settings.profiling_enabled:  # outermost, to time everything

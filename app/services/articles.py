@@ -106,8 +106,10 @@ def _filters(
                 select(ArticleTag.article_id).join(Tag, Tag.id == ArticleTag.tag_id).where(Tag.name == tag)
             )
         )
-    if author is not None:
-        conditions.append(User.username == author)
+    if author is not None:  # by id, so that the count needs no join
+        conditions.append(
+            Article.author_id == select(User.id).where(User.username == author).scalar_subquery()
+        )
     if favorited is not None:
         fan = aliased(User)
         conditions.append(
@@ -131,24 +133,23 @@ async def _page_rows(
     limit: int,
     offset: int,
 ) -> tuple[list[Row[Any]], int]:
-    """One statement: the page with authors, tags, viewer flags and the total (a window count)."""
+    """The page (authors, tags and viewer flags in one statement) and the total matching.
+
+    The total is a second, index-only ``count(*)`` and is skipped when the page itself shows it (a
+    first page shorter than the limit). Not a ``count(*) OVER ()`` window: with one, PostgreSQL
+    computes the tags and flags of every matching row, not only of the page.
+    """
     stmt = (
         _article_select(session, viewer_id, with_body=False)
-        .add_columns(func.count().over().label("total"))
         .where(*conditions)
         .order_by(Article.created_at.desc(), Article.id.desc())
         .limit(limit)
         .offset(offset)
     )
     rows = list((await session.execute(stmt)).all())
-    if rows:
-        return rows, int(rows[0].total)
-    if not offset:
-        return rows, 0
-    # Past the end the window saw no rows, so count separately.
-    count = (
-        select(func.count()).select_from(Article).join(User, User.id == Article.author_id).where(*conditions)
-    )
+    if not offset and len(rows) < limit:
+        return rows, len(rows)
+    count = select(func.count()).select_from(Article).where(*conditions)
     return rows, int(await session.scalar(count) or 0)
 
 

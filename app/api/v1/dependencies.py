@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -10,9 +9,9 @@ from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.cache import CHANGED, Cache
+from app.core.cache import Cache
 from app.core.config import Settings
-from app.core.errors import AppError, AuthenticationError, PermissionDeniedError
+from app.core.errors import AuthenticationError, PermissionDeniedError
 from app.core.mail import Mailer
 from app.core.ratelimit import RateLimiter
 from app.core.security import InvalidTokenError, PasswordHasher, TokenService
@@ -23,36 +22,13 @@ from app.services.auth import ClientInfo
 MAX_INT32 = 2**31 - 1
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: commit once if the endpoint succeeded, roll back otherwise
-    (unless the error says its changes must be kept, e.g. revoking a token family on reuse).
-
-    Declared with ``scope="function"`` so that the commit happens before the response is sent:
-    a failing commit becomes an error response, never a success the database did not keep.
-    """
-    session: AsyncSession = request.app.state.sessionmaker()
-    try:
-        yield session
-        # A session that never began a transaction (e.g. a read served from the cache) holds no
-        # connection: skipping its commit keeps such requests off the greenlet bridge entirely.
-        if session.in_transaction():
-            await session.commit()
-    except AppError as exc:
-        await (session.commit() if exc.keeps_changes else session.rollback())
-        raise
-    except BaseException:
-        await session.rollback()
-        raise
-    finally:
-        if session.in_transaction():  # only after a failed commit or rollback
-            await session.close()
-    # Committed: drop the cached data the work changed before the response goes out, so that any
-    # read that follows (by anyone, on any worker) sees the write.
-    if session.info.pop(CHANGED, False):
-        await request.app.state.cache.invalidate()
+async def get_session(request: Request) -> AsyncSession:
+    """The request's session; ``app.db.unit_of_work`` commits or rolls it back, in one place."""
+    session: AsyncSession = request.state.unit_of_work.session
+    return session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 # Every dependency is ``async def``: FastAPI runs plain ``def`` dependencies in a worker thread, a
