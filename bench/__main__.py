@@ -1,6 +1,6 @@
 """Load benchmark: Conduit on PostgreSQL (+ Redis), 1 worker, against anchors measured in the same run.
 
-    uv run python -m bench [--duration 10] [--connections 64] [--articles 10000] [--keep]
+    uv run python -m bench [--duration 10] [--connections 64] [--articles 10000] [--redis] [--keep]
 
 Creates a scratch PostgreSQL database, seeds it through the service layer (``conduit seed``), serves
 Conduit and the anchor app (``bench/anchor.py``) with uvicorn, uvloop and httptools, one worker each,
@@ -108,6 +108,8 @@ def wrk(
         "-t1",
         f"-c{connections}",
         f"-d{duration}s",
+        "--timeout",
+        "30s",
         "--latency",
         "-s",
         str(LUA),
@@ -154,6 +156,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--articles", type=int, default=10_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="cache in Redis ($BENCH_REDIS) instead of in process, as with N workers",
+    )
     options = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install wrk")
@@ -170,7 +177,7 @@ def main() -> None:
         "CONDUIT_PASSWORD_PEPPER": "bench-pepper-" + "p" * 40,
         "CONDUIT_VAR_DIR": str(workdir),
         "CONDUIT_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
-        "CONDUIT_REDIS_URL": REDIS,
+        **({"CONDUIT_REDIS_URL": REDIS} if options.redis else {}),
         "CONDUIT_CACHE_PREFIX": f"bench-{stamp}",
         "CONDUIT_RATE_LIMIT_ENABLED": "false",  # all load comes from one address
         "CONDUIT_LOG_LEVEL": "WARNING",
@@ -382,6 +389,7 @@ def report(
         "duration_s": options.duration,
         "connections": options.connections,
         "articles": options.articles,
+        "cache": "redis" if options.redis else "in-process",
         "seed_seconds": round(seed_seconds, 1),
         "bcrypt_verify_per_s": round(bcrypt_rate, 2),
     }
