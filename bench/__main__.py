@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--articles", type=int, default=10_000)
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
+    parser.add_argument("--database", help="reuse a database kept by --keep instead of seeding a new one")
     parser.add_argument(
         "--redis",
         action="store_true",
@@ -166,9 +167,10 @@ def main() -> None:
         raise SystemExit("wrk is needed: apt-get install wrk")
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    database = f"conduit_bench_{stamp.lower()}"
+    database = options.database or f"conduit_bench_{stamp.lower()}"
     workdir = Path(tempfile.mkdtemp(prefix="conduit-bench-"))
-    asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+    if not options.database:
+        asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
     dsn = f"{PG.rsplit('/', 1)[0]}/{database}"
     env = {
         **os.environ,
@@ -186,6 +188,13 @@ def main() -> None:
     try:
         print(f"seeding {options.articles} articles into {database} ...", flush=True)
         started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", "migrate"],
+            check=True,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         subprocess.run(
             [
                 sys.executable,
@@ -207,7 +216,7 @@ def main() -> None:
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-        )
+        ) if not options.database else None
         seed_seconds = time.monotonic() - started
         app_port, anchor_port = free_port(), free_port()
         servers.append(
@@ -325,7 +334,9 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
         for server in servers:
             server.wait(timeout=30)
-        if not options.keep:
+        if options.keep or options.database:
+            print(f"kept database {database}")
+        else:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         shutil.rmtree(workdir, ignore_errors=True)
     report(results, bcrypt_rate, seed_seconds, options, stamp)

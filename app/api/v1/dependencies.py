@@ -98,8 +98,7 @@ def _parse_authorization(header: str) -> str:
 
 
 async def get_optional_caller(
-    session: SessionDep,
-    tokens: TokensDep,
+    request: Request,
     authorization: Annotated[str | None, Depends(_authorization)],
     _bearer: Annotated[str | None, Depends(_oauth2)],
 ) -> Caller | None:
@@ -111,6 +110,10 @@ async def get_optional_caller(
     """
     if authorization is None:
         return None
+    # The token service and the session are taken here rather than injected: every read resolves
+    # this dependency, and for anonymous readers they would be resolved for nothing.
+    tokens: TokenService = request.app.state.tokens
+    session: AsyncSession = request.state.unit_of_work.session
     token = _parse_authorization(authorization)
     try:
         claims = tokens.verify(token)
