@@ -35,7 +35,11 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
 
 def create_engine(settings: Settings) -> AsyncEngine:
     # hide_parameters: bound values (password hashes, token digests) never reach logs or errors.
-    options: dict[str, Any] = {"echo": settings.db_echo, "pool_pre_ping": True, "hide_parameters": True}
+    # No pool_pre_ping: it costs a round trip on every checkout (0.5 ms per request, measured with
+    # bench/). A connection found dead fails its request with a 503 instead, SQLAlchemy invalidates the
+    # pool, and the next requests get fresh connections; pool_recycle retires idle ones before servers
+    # or proxies drop them.
+    options: dict[str, Any] = {"echo": settings.db_echo, "hide_parameters": True}
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
     else:
