@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import mark_changed
 from app.core.errors import AuthenticationError, RefreshTokenReusedError
 from app.core.security import TokenService, digest, new_opaque_token
 from app.db.base import utcnow
@@ -97,6 +98,7 @@ async def revoke_family(session: AsyncSession, family_id: str) -> None:
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+    mark_changed(session)  # the cached verdicts on this session's access tokens
 
 
 async def rotate(
@@ -155,3 +157,4 @@ async def end_sessions(session: AsyncSession, user: User, *, keep_family: str | 
     await session.execute(stmt.values(revoked_at=utcnow()))
     user.sessions_valid_after = utcnow()
     await session.flush()
+    mark_changed(session)  # the cached verdicts on the user's access tokens

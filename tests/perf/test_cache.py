@@ -122,3 +122,30 @@ async def test_cache_can_be_turned_off(make_client: ClientFactory) -> None:
     await client.get("/tags")
     cache = client.app.state.cache  # type: ignore[attr-defined]
     assert (cache.hits, cache.misses) == (0, 0)
+
+
+async def test_cached_caller_verdicts_follow_every_session_change(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    """Reads check the caller through the cache; logging out, ending sessions and deactivation still
+    take effect on the very next read."""
+    from tests.security.test_authorization import make_admin
+
+    admin = await make_admin(api, client)
+    jake = await api.register("jake")
+    pair = (await client.post("/auth/token", data={"username": "jake", "password": jake.password})).json()
+    bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+    for _ in range(2):  # the second read is served from the cached verdict
+        assert (await client.get("/articles", headers=bearer)).status_code == 200
+    await client.post("/auth/logout", json={"refresh_token": pair["refresh_token"]})
+    assert (await client.get("/articles", headers=bearer)).status_code == 401
+
+    assert (await client.get("/articles", headers=jake.headers)).status_code == 200
+    changed = await client.put(
+        "/user", json={"user": {"password": "a-brand-new-pass-4"}}, headers=jake.headers
+    )
+    assert (await client.get("/articles", headers=jake.headers)).status_code == 401
+    fresh = {"Authorization": f"Token {changed.json()['user']['token']}"}
+    assert (await client.get("/articles", headers=fresh)).status_code == 200
+    await client.post("/admin/users/jake/deactivate", headers=admin.headers)
+    assert (await client.get("/articles", headers=fresh)).status_code == 401

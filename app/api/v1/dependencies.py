@@ -14,7 +14,7 @@ from app.core.config import Settings
 from app.core.errors import AuthenticationError, PermissionDeniedError
 from app.core.mail import Mailer
 from app.core.ratelimit import RateLimiter
-from app.core.security import InvalidTokenError, PasswordHasher, TokenService
+from app.core.security import InvalidTokenError, PasswordHasher, TokenClaims, TokenService
 from app.models import Role, User
 from app.services import users as user_service
 from app.services.auth import ClientInfo
@@ -97,6 +97,24 @@ def _parse_authorization(header: str) -> str:
     return token.strip()
 
 
+def _claims(request: Request, authorization: str) -> TokenClaims:
+    tokens: TokenService = request.app.state.tokens
+    try:
+        return tokens.verify(_parse_authorization(authorization))
+    except InvalidTokenError:
+        raise AuthenticationError("the access token is invalid or expired") from None
+
+
+def _still_valid(claims: TokenClaims, user: User | None) -> bool:
+    """An existing, active user, and a token issued after their last "end all sessions" (password
+    change, logout-all, deactivation). (A logged-out session has no user: see get_session_user.)"""
+    return (
+        user is not None
+        and user.is_active
+        and (user.sessions_valid_after is None or claims.issued_at >= user.sessions_valid_after)
+    )
+
+
 async def get_optional_caller(
     request: Request,
     authorization: Annotated[str | None, Depends(_authorization)],
@@ -105,28 +123,48 @@ async def get_optional_caller(
     """The caller if credentials were sent; 401 if they were sent but are not valid.
 
     Valid means: a good signature and claims, a user that still exists and is active, a session
-    (refresh family) not logged out, and a token issued after the user's last "end all sessions"
-    (password change, logout-all, deactivation).
+    (refresh family) not logged out, and a token issued after the user's last "end all sessions".
+    The token service and the session are taken here rather than injected: every route resolves
+    this dependency, and for anonymous callers they would be resolved for nothing.
     """
     if authorization is None:
         return None
-    # The token service and the session are taken here rather than injected: every read resolves
-    # this dependency, and for anonymous readers they would be resolved for nothing.
-    tokens: TokenService = request.app.state.tokens
+    claims = _claims(request, authorization)
     session: AsyncSession = request.state.unit_of_work.session
-    token = _parse_authorization(authorization)
-    try:
-        claims = tokens.verify(token)
-    except InvalidTokenError:
-        raise AuthenticationError("the access token is invalid or expired") from None
     user = await user_service.get_session_user(session, claims.user_id, claims.session_id)
-    if (
-        user is None
-        or not user.is_active
-        or (user.sessions_valid_after is not None and claims.issued_at < user.sessions_valid_after)
-    ):
+    if not _still_valid(claims, user):
         raise AuthenticationError("the access token is invalid or expired")
-    return Caller(user, token, claims.session_id)
+    assert user is not None
+    return Caller(user, _parse_authorization(authorization), claims.session_id)
+
+
+async def get_viewer_id(
+    request: Request,
+    authorization: Annotated[str | None, Depends(_authorization)],
+    _bearer: Annotated[str | None, Depends(_oauth2)],
+) -> int | None:
+    """For reads: the caller's id, checked like ``get_optional_caller`` but through the read cache.
+
+    Reads need only the id, not a user loaded into the request's session, so the verdict on a token's
+    session is cached (as the cut-off instant, or ``-`` for "ended") under the cache generation, which
+    every logout, password change and deactivation bumps: those still take effect at once.
+    """
+    if authorization is None:
+        return None
+    claims = _claims(request, authorization)
+
+    async def load() -> bytes:
+        session: AsyncSession = request.state.unit_of_work.session
+        user = await user_service.get_session_user(session, claims.user_id, claims.session_id)
+        if user is None or not user.is_active:
+            return b"-"
+        return str(user.sessions_valid_after.timestamp() if user.sessions_valid_after else 0).encode()
+
+    cache: Cache = request.app.state.cache
+    verdict, _ = await cache.get_or_load(f"caller:{claims.user_id}:{claims.session_id}", load)
+    if verdict == b"-" or claims.issued_at.timestamp() < float(verdict):
+        raise AuthenticationError("the access token is invalid or expired")
+    return claims.user_id
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -152,10 +190,6 @@ CurrentCaller = Annotated[Caller, Depends(get_caller)]
 
 async def get_current_user(caller: CurrentCaller) -> User:
     return caller.user
-
-
-async def get_optional_user_id(caller: OptionalCaller) -> int | None:
-    return caller.user.id if caller else None
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -192,7 +226,7 @@ async def get_client_info(request: Request) -> ClientInfo:
 
 
 ClientDep = Annotated[ClientInfo, Depends(get_client_info)]
-ViewerId = Annotated[int | None, Depends(get_optional_user_id)]
+ViewerId = Annotated[int | None, Depends(get_viewer_id)]
 
 
 @dataclass(frozen=True, slots=True)
