@@ -34,10 +34,6 @@ class RequestStats:
 _current: ContextVar[RequestStats | None] = ContextVar("conduit_request_stats", default=None)
 
 
-def current_stats() -> RequestStats | None:
-    return _current.get()
-
-
 def record_cache(*, hit: bool) -> None:
     if (stats := _current.get()) is not None:
         if hit:

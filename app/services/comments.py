@@ -49,11 +49,6 @@ def _comment(row: Row[*tuple[Any, ...]]) -> CommentOut:
     )
 
 
-async def list_comments(session: AsyncSession, slug: str, viewer_id: int | None) -> list[CommentOut]:
-    """The article's comments, newest first, each with its author's profile."""
-    return [_comment(row) for row in await _comment_rows(session, slug, viewer_id)]
-
-
 async def comments_json(session: AsyncSession, cache: Cache, slug: str, viewer_id: int | None) -> bytes:
     """``list_comments`` as a response body, its shared part served from the cache."""
 

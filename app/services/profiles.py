@@ -42,10 +42,6 @@ async def _profile_row(session: AsyncSession, username: str, viewer_id: int | No
     return row
 
 
-async def get_profile(session: AsyncSession, username: str, viewer_id: int | None) -> Profile:
-    return profile_from_row(await _profile_row(session, username, viewer_id))
-
-
 async def profile_json(session: AsyncSession, cache: Cache, username: str, viewer_id: int | None) -> bytes:
     """``get_profile`` as a response body, its shared part served from the cache."""
 

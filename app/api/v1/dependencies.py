@@ -97,10 +97,12 @@ def _parse_authorization(header: str) -> str:
     return token.strip()
 
 
-def _claims(request: Request, authorization: str) -> TokenClaims:
+def _claims(request: Request, authorization: str) -> tuple[str, TokenClaims]:
+    """The token of an ``Authorization`` header and its verified claims (401 if not valid)."""
     tokens: TokenService = request.app.state.tokens
+    token = _parse_authorization(authorization)
     try:
-        return tokens.verify(_parse_authorization(authorization))
+        return token, tokens.verify(token)
     except InvalidTokenError:
         raise AuthenticationError("the access token is invalid or expired") from None
 
@@ -129,13 +131,13 @@ async def get_optional_caller(
     """
     if authorization is None:
         return None
-    claims = _claims(request, authorization)
+    token, claims = _claims(request, authorization)
     session: AsyncSession = request.state.unit_of_work.session
     user = await user_service.get_session_user(session, claims.user_id, claims.session_id)
     if not _still_valid(claims, user):
         raise AuthenticationError("the access token is invalid or expired")
     assert user is not None
-    return Caller(user, _parse_authorization(authorization), claims.session_id)
+    return Caller(user, token, claims.session_id)
 
 
 async def get_viewer_id(
@@ -151,7 +153,7 @@ async def get_viewer_id(
     """
     if authorization is None:
         return None
-    claims = _claims(request, authorization)
+    _, claims = _claims(request, authorization)
 
     async def load() -> bytes:
         session: AsyncSession = request.state.unit_of_work.session
