@@ -33,6 +33,9 @@ from typing import Any
 import asyncpg
 import bcrypt
 
+from app.core.config import Settings
+from bench.bulk import bulk_seed
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 LUA = ROOT / "bench" / "request.lua"
@@ -158,6 +161,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
     parser.add_argument("--database", help="reuse a database kept by --keep instead of seeding a new one")
     parser.add_argument(
+        "--scale",
+        type=int,
+        help="seed this many articles with COPY (bench/bulk.py) instead of the service layer",
+    )
+    parser.add_argument(
         "--redis",
         action="store_true",
         help="cache in Redis ($BENCH_REDIS) instead of in process, as with N workers",
@@ -186,7 +194,7 @@ def main() -> None:
     }
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        print(f"seeding {options.articles} articles into {database} ...", flush=True)
+        print(f"seeding {options.scale or options.articles} articles into {database} ...", flush=True)
         started = time.monotonic()
         subprocess.run(
             [sys.executable, "-m", "app.cli", "migrate"],
@@ -195,28 +203,42 @@ def main() -> None:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "seed",
-                "--users",
-                "100",
-                "--articles",
-                str(options.articles),
-                "--favorites",
-                "20000",
-                "--follows",
-                "2000",
-                "--comments",
-                "20000",
-            ],
-            check=True,
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-        ) if not options.database else None
+        if options.scale and not options.database:
+            asyncio.run(
+                bulk_seed(
+                    dsn,
+                    Settings(
+                        _env_file=None,
+                        var_dir=workdir,
+                        password_pepper=env["CONDUIT_PASSWORD_PEPPER"],
+                        secret_key=env["CONDUIT_SECRET_KEY"],
+                    ),
+                    options.scale,
+                )
+            )
+        elif not options.database:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "seed",
+                    "--users",
+                    "100",
+                    "--articles",
+                    str(options.articles),
+                    "--favorites",
+                    "20000",
+                    "--follows",
+                    "2000",
+                    "--comments",
+                    "20000",
+                ],
+                check=True,
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
         seed_seconds = time.monotonic() - started
         app_port, anchor_port = free_port(), free_port()
         servers.append(
@@ -399,7 +421,7 @@ def report(
         "machine": machine(),
         "duration_s": options.duration,
         "connections": options.connections,
-        "articles": options.articles,
+        "articles": options.scale or options.articles,
         "cache": "redis" if options.redis else "in-process",
         "seed_seconds": round(seed_seconds, 1),
         "bcrypt_verify_per_s": round(bcrypt_rate, 2),
