@@ -140,15 +140,25 @@ class Cache:
         self.misses += 1
         record_cache(hit=False)
         if (pending := self._loading.get(key)) is not None:
-            return await asyncio.shield(pending), False
+            try:
+                return await asyncio.shield(pending), False
+            except asyncio.CancelledError:
+                if not pending.cancelled():  # this request itself was cancelled
+                    raise
+            except Exception:
+                pass
+            return await load(), False  # the request that was loading failed: load for ourselves
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
             value = await load()
             future.set_result(value)
-        except BaseException as exc:
+        except Exception as exc:
             future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it, nobody logs it as lost
+            future.exception()  # mark retrieved: nobody logs it as lost
+            raise
+        except BaseException:
+            future.cancel()
             raise
         finally:
             del self._loading[key]

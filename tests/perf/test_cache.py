@@ -149,3 +149,45 @@ async def test_cached_caller_verdicts_follow_every_session_change(
     assert (await client.get("/articles", headers=fresh)).status_code == 200
     await client.post("/admin/users/jake/deactivate", headers=admin.headers)
     assert (await client.get("/articles", headers=fresh)).status_code == 401
+
+
+async def test_concurrent_misses_share_one_load(app: object) -> None:
+    import asyncio
+
+    from app.core.cache import Cache
+
+    cache: Cache = app.state.cache  # type: ignore[attr-defined]
+    calls = 0
+
+    async def load() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return b"value"
+
+    results = await asyncio.gather(*(cache.get_or_load("shared-key", load) for _ in range(10)))
+    assert [value for value, _ in results] == [b"value"] * 10
+    assert calls == 1  # one load for ten concurrent misses
+
+
+async def test_a_failed_load_does_not_fail_the_waiters(app: object) -> None:
+    import asyncio
+
+    from app.core.cache import Cache
+
+    cache: Cache = app.state.cache  # type: ignore[attr-defined]
+    calls = 0
+
+    async def load() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        if calls == 1:
+            raise RuntimeError("the first loader fails")
+        return b"value"
+
+    results = await asyncio.gather(
+        *(cache.get_or_load("flaky-key", load) for _ in range(3)), return_exceptions=True
+    )
+    assert isinstance(results[0], RuntimeError)
+    assert [r[0] for r in results[1:]] == [b"value", b"value"]  # type: ignore[index]
