@@ -76,6 +76,9 @@ async def bulk_seed(dsn: str, settings: Settings, articles: int, *, seed: int = 
             records=[(n // articles + 1, n % articles + 1, start) for n in favorites],
             columns=["user_id", "article_id", "created_at"],
         )
+        await connection.execute(
+            "UPDATE users SET articles_count = (SELECT count(*) FROM articles WHERE author_id = users.id)"
+        )
         follows = rng.sample([(a, b) for a in range(1, 101) for b in range(1, 101) if a != b], 2000)
         await connection.copy_records_to_table(
             "follows",

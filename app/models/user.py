@@ -28,6 +28,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(128))
     bio: Mapped[str] = mapped_column(Text, default="", server_default="")
     image: Mapped[str] = mapped_column(String(2048), default="", server_default="")
+    # Denormalised, moved in the same transaction as the article rows: the feed's total is a sum over
+    # the people followed instead of a count over their articles.
+    articles_count: Mapped[int] = mapped_column(default=0, server_default="0")
     # Values are Role members; checked by the schemas, not by a CHECK constraint, which would make
     # every later SQLite batch migration of this table fail to copy it.
     role: Mapped[str] = mapped_column(String(16), default=Role.USER, server_default=Role.USER.value)

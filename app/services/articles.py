@@ -126,19 +126,38 @@ def _filters(
     return conditions
 
 
+def _count(
+    conditions: list[ColumnElement[bool]], *, author: str | None, followed_by: int | None, other_filters: bool
+) -> Select[Any]:
+    """The statement counting the articles that match: from the authors' ``articles_count`` when the
+    filter is only an author or the people followed (a sum over at most the users followed, whatever
+    the number of articles), otherwise an index-backed ``count(*)``."""
+    if not other_filters and followed_by is not None and author is None:
+        followed = select(Follow.followee_id).where(Follow.follower_id == followed_by)
+        return select(func.coalesce(func.sum(User.articles_count), 0)).where(User.id.in_(followed))
+    if not other_filters and author is not None and followed_by is None:
+        return select(func.coalesce(func.sum(User.articles_count), 0)).where(User.username == author)
+    return select(func.count()).select_from(Article).where(*conditions)
+
+
 async def _page_rows(
     session: AsyncSession,
     viewer_id: int | None,
-    conditions: list[ColumnElement[bool]],
+    *,
+    tag: str | None,
+    author: str | None,
+    favorited: str | None,
+    followed_by: int | None,
     limit: int,
     offset: int,
 ) -> tuple[list[Row[Any]], int]:
     """The page (authors, tags and viewer flags in one statement) and the total matching.
 
-    The total is a second, index-only ``count(*)`` and is skipped when the page itself shows it (a
-    first page shorter than the limit). Not a ``count(*) OVER ()`` window: with one, PostgreSQL
+    The total is ``count`` (see ``_count``), skipped when the page itself shows it (a first page
+    shorter than the limit). Not a ``count(*) OVER ()`` window: with one, PostgreSQL
     computes the tags and flags of every matching row, not only of the page.
     """
+    conditions = _filters(tag, author, favorited, followed_by)
     stmt = (
         _article_select(session, viewer_id, with_body=False)
         .where(*conditions)
@@ -149,7 +168,8 @@ async def _page_rows(
     rows = list((await session.execute(stmt)).all())
     if not offset and len(rows) < limit:
         return rows, len(rows)
-    count = select(func.count()).select_from(Article).where(*conditions)
+    other_filters = tag is not None or favorited is not None
+    count = _count(conditions, author=author, followed_by=followed_by, other_filters=other_filters)
     return rows, int(await session.scalar(count) or 0)
 
 
@@ -166,7 +186,14 @@ async def list_articles(
 ) -> tuple[list[ArticleSummary], int]:
     """A page of articles, newest first, and the total number matching the filters."""
     rows, total = await _page_rows(
-        session, viewer_id, _filters(tag, author, favorited, followed_by), limit, offset
+        session,
+        viewer_id,
+        tag=tag,
+        author=author,
+        favorited=favorited,
+        followed_by=followed_by,
+        limit=limit,
+        offset=offset,
     )
     return [ArticleSummary(**_summary_fields(row)) for row in rows], total
 
@@ -186,7 +213,14 @@ async def list_articles_json(
 
     async def load() -> tuple[Refs, dict[str, Any]]:
         rows, total = await _page_rows(
-            session, viewer_id, _filters(tag, author, favorited, None), limit, offset
+            session,
+            viewer_id,
+            tag=tag,
+            author=author,
+            favorited=favorited,
+            followed_by=None,
+            limit=limit,
+            offset=offset,
         )
         document = ArticleListResponse(
             articles=[ArticleSummary(**_summary_fields(row)) for row in rows], articles_count=total
@@ -277,6 +311,9 @@ async def publish_article(session: AsyncSession, author: User, data: NewArticle)
     else:
         raise ConflictError("could not allocate a unique slug, please retry")
     await _set_tags(session, article_id, data.tag_list, replace=False)
+    await session.execute(
+        update(User).where(User.id == author.id).values(articles_count=User.articles_count + 1)
+    )
     mark_changed(session)
     return slug
 
@@ -318,6 +355,9 @@ async def delete_article(session: AsyncSession, user: User, slug: str) -> None:
     """Delete an article with its comments, favorites and tag links (its author or a moderator)."""
     article = await _owned_article(session, user, slug, moderating=True)
     await session.delete(article)
+    await session.execute(
+        update(User).where(User.id == article.author_id).values(articles_count=User.articles_count - 1)
+    )
     await session.flush()
     mark_changed(session)
 

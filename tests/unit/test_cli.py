@@ -63,6 +63,7 @@ def test_migrate_and_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         favorites = db.execute("SELECT count(*) FROM favorites").fetchone()
         assert db.execute("SELECT sum(favorites_count) FROM articles").fetchone() == favorites
         assert db.execute("SELECT count(*) FROM article_tags").fetchone() == (36,)
+        assert db.execute("SELECT sum(articles_count) FROM users").fetchone() == (12,)
 
 
 def test_create_admin_and_set_role(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -72,7 +72,9 @@ async def test_deleting_an_article_removes_its_dependents(session: AsyncSession)
     slug = await articles.publish_article(session, jake, _draft(tags=["a"]))
     await articles.favorite(session, jake, slug)
     await comments.add_comment(session, jake, slug, "hi")
+    assert await session.scalar(select(User.articles_count).where(User.id == jake.id)) == 1
     await articles.delete_article(session, jake, slug)
+    assert await session.scalar(select(User.articles_count).where(User.id == jake.id)) == 0
     for model in (Article, ArticleTag, Favorite, Comment):
         assert await session.scalar(select(func.count()).select_from(model)) == 0
     assert await session.scalar(select(func.count()).select_from(Tag)) == 1  # tags outlive articles
