@@ -189,5 +189,7 @@ async def test_a_failed_load_does_not_fail_the_waiters(app: object) -> None:
     results = await asyncio.gather(
         *(cache.get_or_load("flaky-key", load) for _ in range(3)), return_exceptions=True
     )
-    assert isinstance(results[0], RuntimeError)
-    assert [r[0] for r in results[1:]] == [b"value", b"value"]  # type: ignore[index]
+    # Whichever request loaded first fails alone; the ones waiting on it load for themselves.
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1 and isinstance(failures[0], RuntimeError)
+    assert [r[0] for r in results if not isinstance(r, BaseException)] == [b"value", b"value"]
