@@ -41,7 +41,10 @@ def mark_changed(session: AsyncSession) -> None:
 
 
 class Backend(Protocol):
-    async def get(self, key: str) -> bytes | None: ...
+    async def lookup(self, generation_key: str, prefix: str, name: str) -> tuple[int, bytes | None]:
+        """The current generation and the entry ``{prefix}:{generation}:{name}`` (or ``None``)."""
+        ...
+
     async def set(self, key: str, value: bytes, ttl: int) -> None: ...
     async def incr(self, key: str) -> int: ...
     async def close(self) -> None: ...
@@ -52,10 +55,9 @@ class MemoryBackend:
         self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=ttl)
         self._counters: dict[str, int] = {}
 
-    async def get(self, key: str) -> bytes | None:
-        if key in self._counters:  # counters never expire, as in Redis (INCR sets no TTL)
-            return str(self._counters[key]).encode()
-        return self._entries.get(key)
+    async def lookup(self, generation_key: str, prefix: str, name: str) -> tuple[int, bytes | None]:
+        generation = self._counters.get(generation_key, 0)  # counters never expire, as INCR in Redis
+        return generation, self._entries.get(f"{prefix}:{generation}:{name}")
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         self._entries[key] = value  # one TTL for all entries, fixed at construction
@@ -73,10 +75,16 @@ class RedisBackend:
         self._client = redis.asyncio.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry_on_timeout=False
         )
+        # One round trip per lookup instead of two (the generation, then the entry). The entry's key is
+        # computed in the script, so this needs a single Redis, not a cluster.
+        self._lookup = self._client.register_script(
+            "local g = redis.call('GET', KEYS[1]) or '0' "
+            "return {g, redis.call('GET', ARGV[1] .. ':' .. g .. ':' .. ARGV[2])}"
+        )
 
-    async def get(self, key: str) -> bytes | None:
-        value = await self._client.get(key)
-        return value if isinstance(value, bytes) or value is None else str(value).encode()
+    async def lookup(self, generation_key: str, prefix: str, name: str) -> tuple[int, bytes | None]:
+        generation, value = await self._lookup(keys=[generation_key], args=[prefix, name])
+        return int(generation), value
 
     async def set(self, key: str, value: bytes, ttl: int) -> None:
         await self._client.set(key, value, ex=ttl)
@@ -102,18 +110,6 @@ class Cache:
         self._stale = False  # set by a failure: bump the generation before trusting the cache again
         self.hits = self.misses = self.errors = 0
 
-    async def _generation(self) -> int | None:
-        """The current generation, or ``None`` when the backend cannot be trusted right now."""
-        try:
-            if self._stale:
-                await self._backend.incr(f"{self._prefix}:generation")
-                self._stale = False
-            raw = await self._backend.get(f"{self._prefix}:generation")
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return None
-        return int(raw) if raw else 0
-
     def _failed(self, exc: Exception) -> None:
         self.errors += 1
         self._stale = True
@@ -124,15 +120,18 @@ class Cache:
 
         Concurrent misses of one key in this process share a single ``load()`` (no stampede).
         """
-        generation = await self._generation() if self.enabled else None
-        if generation is None:
+        if not self.enabled:
             return await load(), False
-        key = f"{self._prefix}:{generation}:{name}"
+        generation_key = f"{self._prefix}:generation"
         try:
-            value = await self._backend.get(key)
+            if self._stale:  # after a failure: nothing cached before it may be served
+                await self._backend.incr(generation_key)
+                self._stale = False
+            generation, value = await self._backend.lookup(generation_key, self._prefix, name)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return await load(), False
+        key = f"{self._prefix}:{generation}:{name}"
         if value is not None:
             self.hits += 1
             record_cache(hit=True)
