@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.core.cache import Cache
 from app.core.config import Settings
 from app.db import migrations
 from app.db.base import Base
@@ -103,6 +104,13 @@ async def session(app: FastAPI, engine: AsyncEngine) -> AsyncIterator[AsyncSessi
     """A session for calling services directly, as the request dependency would hand it out."""
     async with app.state.sessionmaker() as db:
         yield db
+
+
+@pytest.fixture
+def cache(app: FastAPI) -> Cache:
+    """The app's read cache (emptied after every test that touches the database)."""
+    cache: Cache = app.state.cache
+    return cache
 
 
 @pytest.fixture(autouse=True)

@@ -115,10 +115,17 @@ class Cache:
         self._stale = True
         logger.warning("cache backend unavailable (%s); serving without cache", type(exc).__name__)
 
-    async def get_or_load(self, name: str, load: Callable[[], Awaitable[bytes]]) -> tuple[bytes, bool]:
+    async def get_or_load(
+        self,
+        name: str,
+        load: Callable[[], Awaitable[bytes]],
+        siblings: Callable[[], dict[str, bytes]] | None = None,
+    ) -> tuple[bytes, bool]:
         """The cached value of ``name``, or ``load()``'s (stored for next time). Also says whether it hit.
 
-        Concurrent misses of one key in this process share a single ``load()`` (no stampede).
+        Concurrent misses of one key in this process share a single ``load()`` (no stampede). After a
+        load, ``siblings()`` may name more entries derived from the same data; they are stored under
+        the same generation (one looked up later could be newer than the data they came from).
         """
         if not self.enabled:
             return await load(), False
@@ -161,8 +168,12 @@ class Cache:
             raise
         finally:
             del self._loading[key]
+        entries = {key: value}
+        if siblings is not None:
+            entries.update({f"{self._prefix}:{generation}:{n}": v for n, v in siblings().items()})
         try:
-            await self._backend.set(key, value, self._ttl)
+            for entry_key, entry in entries.items():
+                await self._backend.set(entry_key, entry, self._ttl)
         except (RedisError, OSError) as exc:
             self._failed(exc)
         return value, False

@@ -173,7 +173,7 @@ async def _page_rows(
     return rows, int(await session.scalar(count) or 0)
 
 
-async def list_articles(
+async def _page_document(
     session: AsyncSession,
     viewer_id: int | None,
     *,
@@ -183,8 +183,8 @@ async def list_articles(
     followed_by: int | None = None,
     limit: int,
     offset: int,
-) -> tuple[list[ArticleSummary], int]:
-    """A page of articles, newest first, and the total number matching the filters."""
+) -> tuple[Refs, dict[str, Any]]:
+    """A page of articles, newest first, with the total matching: the refs and the response document."""
     rows, total = await _page_rows(
         session,
         viewer_id,
@@ -195,7 +195,10 @@ async def list_articles(
         limit=limit,
         offset=offset,
     )
-    return [ArticleSummary(**_summary_fields(row)) for row in rows], total
+    document = ArticleListResponse(
+        articles=[ArticleSummary(**_summary_fields(row)) for row in rows], articles_count=total
+    )
+    return [(row.id, row.author_id) for row in rows], document.model_dump(mode="json", by_alias=True)
 
 
 async def list_articles_json(
@@ -209,26 +212,28 @@ async def list_articles_json(
     limit: int,
     offset: int,
 ) -> bytes:
-    """``list_articles`` as a response body, its shared part served from the cache."""
+    """A page of articles as a response body, its shared part served from the cache."""
 
     async def load() -> tuple[Refs, dict[str, Any]]:
-        rows, total = await _page_rows(
-            session,
-            viewer_id,
-            tag=tag,
-            author=author,
-            favorited=favorited,
-            followed_by=None,
-            limit=limit,
-            offset=offset,
+        return await _page_document(
+            session, viewer_id, tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
         )
-        document = ArticleListResponse(
-            articles=[ArticleSummary(**_summary_fields(row)) for row in rows], articles_count=total
-        )
-        return [(row.id, row.author_id) for row in rows], document.model_dump(mode="json", by_alias=True)
 
     name = "articles:" + orjson.dumps([tag, author, favorited, limit, offset]).decode()
     return await cached_document(session, cache, name, viewer_id, load)
+
+
+async def feed_json(session: AsyncSession, cache: Cache, viewer_id: int, *, limit: int, offset: int) -> bytes:
+    """The articles by the people ``viewer_id`` follows, as a response body.
+
+    Cached per viewer (the page depends on whom they follow) under the shared generation, which any
+    new, edited or deleted article and any follow or unfollow bumps.
+    """
+
+    async def load() -> tuple[Refs, dict[str, Any]]:
+        return await _page_document(session, viewer_id, followed_by=viewer_id, limit=limit, offset=offset)
+
+    return await cached_document(session, cache, f"feed:{viewer_id}:{limit}:{offset}", viewer_id, load)
 
 
 async def _article_row(session: AsyncSession, slug: str, viewer_id: int | None) -> Row[Any]:

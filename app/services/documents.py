@@ -6,7 +6,10 @@ by one JSON line naming the ids those flags depend on::
     [[article_id, author_id], ...]\\n{"articles": [...], "articlesCount": 42}
 
 Anonymous readers get the body bytes as they are (no parsing, no validation, no serialisation).
-Signed-in readers get them with their flags patched in, from one small query (``viewer_flags``).
+Signed-in readers get them with their flags patched in, from one small query (``viewer_flags``)
+whose answer is itself cached, per viewer and document, under the same generation: every favorite,
+unfavorite, follow and unfollow bumps it, so a viewer's flags are never older than their last write,
+and never shared with anyone else.
 """
 
 from __future__ import annotations
@@ -81,28 +84,48 @@ async def cached_document(
     ``load`` returns the refs and the document with the viewer's flags already set (one query). The
     entry stored is the same document with every flag cleared.
     """
+    flags_name = f"flags:{viewer_id}:{name}"
     viewer_document: bytes | None = None
+    loaded_flags: dict[str, bytes] = {}
 
     async def load_entry() -> bytes:
         nonlocal viewer_document
         refs, document = await load()
         viewer_document = orjson.dumps(document)
-        for holder, profile in flag_slots(document):
-            if holder is not None:
+        favorited: set[int] = set()
+        following: set[int] = set()
+        for (article_id, author_id), (holder, profile) in zip(refs, flag_slots(document), strict=True):
+            if holder is not None and article_id is not None:
+                if holder["favorited"]:
+                    favorited.add(article_id)
                 holder["favorited"] = False
+            if profile["following"]:
+                following.add(author_id)
             profile["following"] = False
+        if viewer_id is not None:
+            loaded_flags[flags_name] = _encode_flags(favorited, following)
         return pack(refs, orjson.dumps(document))
 
-    entry, _ = await cache.get_or_load(name, load_entry)
+    entry, _ = await cache.get_or_load(name, load_entry, lambda: loaded_flags)
     if viewer_document is not None:  # this request loaded it, with its own flags
         return viewer_document
     refs, document = unpack(entry)
     if viewer_id is None or not refs:
         return document
-    favorited, following = await viewer_flags(session, viewer_id, refs)
+
+    async def load_flags() -> bytes:
+        return _encode_flags(*await viewer_flags(session, viewer_id, refs))
+
+    flags, _ = await cache.get_or_load(flags_name, load_flags)
+    favorited_ids, following_ids = orjson.loads(flags)
+    favorited, following = set(favorited_ids), set(following_ids)
     parsed = orjson.loads(document)
     for (article_id, author_id), (holder, profile) in zip(refs, flag_slots(parsed), strict=True):
         if holder is not None:
             holder["favorited"] = article_id in favorited
         profile["following"] = author_id in following
     return orjson.dumps(parsed)
+
+
+def _encode_flags(favorited: set[int], following: set[int]) -> bytes:
+    return orjson.dumps([sorted(favorited), sorted(following)])

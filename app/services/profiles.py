@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, Row, delete, exists, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from app.core.cache import Cache
+from app.core.cache import Cache, mark_changed
 from app.core.errors import NotFoundError, ValidationFailedError
 from app.db.dialect import insert_ignoring_conflicts
 from app.models import Follow, User
@@ -67,6 +67,7 @@ async def follow(session: AsyncSession, follower: User, username: str) -> Profil
     await session.execute(
         insert_ignoring_conflicts(session, Follow).values(follower_id=follower.id, followee_id=followee.id)
     )
+    mark_changed(session)  # the follower's cached flags and feed
     return profile_of(followee, following=True)
 
 
@@ -76,4 +77,5 @@ async def unfollow(session: AsyncSession, follower: User, username: str) -> Prof
     await session.execute(
         delete(Follow).where(Follow.follower_id == follower.id, Follow.followee_id == followee.id)
     )
+    mark_changed(session)  # the follower's cached flags and feed
     return profile_of(followee, following=False)

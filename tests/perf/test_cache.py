@@ -75,6 +75,18 @@ async def test_viewer_flags_never_leak(api: Api, client: httpx.AsyncClient) -> N
         assert comment["author"]["following"] is False
         assert (await client.get("/profiles/author", headers=headers)).json()["profile"]["following"] is False
 
+    # The fan's own flags are cached for them: their unfavorite and unfollow show at once.
+    await client.delete(f"/articles/{slug}/favorite", headers=fan.headers)
+    await client.delete("/profiles/author/follow", headers=fan.headers)
+    article = (await client.get(f"/articles/{slug}", headers=fan.headers)).json()["article"]
+    assert article["favorited"] is False and article["author"]["following"] is False
+    listed = (await client.get("/articles", headers=fan.headers)).json()["articles"][0]
+    assert listed["favorited"] is False and listed["author"]["following"] is False
+    comment = (await client.get(f"/articles/{slug}/comments", headers=fan.headers)).json()["comments"][0]
+    assert comment["author"]["following"] is False
+    assert (await client.get("/profiles/author", headers=fan.headers)).json()["profile"]["following"] is False
+    assert (await client.get("/articles/feed", headers=fan.headers)).json()["articlesCount"] == 0
+
 
 async def test_etag_and_304(api: Api, client: httpx.AsyncClient) -> None:
     author = await api.register("author")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import Cache
 from app.core.errors import NotFoundError, PermissionDeniedError, ValidationFailedError
 from app.models import Article, ArticleTag, Comment, Favorite, Tag, User
 from app.schemas.article import NewArticle, UpdateArticle
@@ -14,6 +16,14 @@ from app.services import articles, comments, profiles, users
 
 async def _user(session: AsyncSession, name: str) -> User:
     return await users.create_user(session, username=name, email=f"{name}@example.com", password_hash="x")
+
+
+async def _list(
+    session: AsyncSession, cache: Cache, *, tag: str | None = None, limit: int, offset: int
+) -> bytes:
+    return await articles.list_articles_json(
+        session, cache, None, tag=tag, author=None, favorited=None, limit=limit, offset=offset
+    )
 
 
 def _draft(title: str = "How to train your dragon", tags: list[str] | None = None) -> NewArticle:
@@ -94,15 +104,14 @@ async def test_ownership_is_checked_in_the_service(session: AsyncSession) -> Non
         await comments.delete_comment(session, jake, "other-slug", comment.id)
 
 
-async def test_feed_and_filters(session: AsyncSession) -> None:
+async def test_feed_and_filters(session: AsyncSession, cache: Cache) -> None:
     jake, ann, bob = await _user(session, "jake"), await _user(session, "ann"), await _user(session, "bob")
     await articles.publish_article(session, ann, _draft("by ann", ["x"]))
     await articles.publish_article(session, bob, _draft("by bob", ["y"]))
     await profiles.follow(session, jake, "ann")
-    feed, total = await articles.list_articles(session, jake.id, followed_by=jake.id, limit=10, offset=0)
-    assert [a.title for a in feed] == ["by ann"] and total == 1
-    assert feed[0].author.following is True
-    tagged, total = await articles.list_articles(session, None, tag="y", limit=10, offset=0)
-    assert [a.title for a in tagged] == ["by bob"] and total == 1
-    _, total = await articles.list_articles(session, None, limit=1, offset=5)
-    assert total == 2
+    feed = orjson.loads(await articles.feed_json(session, cache, jake.id, limit=10, offset=0))
+    assert [a["title"] for a in feed["articles"]] == ["by ann"] and feed["articlesCount"] == 1
+    assert feed["articles"][0]["author"]["following"] is True
+    tagged = orjson.loads(await _list(session, cache, tag="y", limit=10, offset=0))
+    assert [a["title"] for a in tagged["articles"]] == ["by bob"] and tagged["articlesCount"] == 1
+    assert orjson.loads(await _list(session, cache, limit=1, offset=5))["articlesCount"] == 2

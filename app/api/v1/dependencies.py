@@ -231,6 +231,16 @@ ClientDep = Annotated[ClientInfo, Depends(get_client_info)]
 ViewerId = Annotated[int | None, Depends(get_viewer_id)]
 
 
+async def get_reader_id(viewer_id: ViewerId) -> int:
+    """For reads that need a signed-in caller (the feed): their id, or 401."""
+    if viewer_id is None:
+        raise AuthenticationError("authentication required")
+    return viewer_id
+
+
+ReaderId = Annotated[int, Depends(get_reader_id)]
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     limit: int

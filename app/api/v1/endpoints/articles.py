@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.api.v1.dependencies import CacheDep, CurrentUser, Pagination, PublishingUser, SessionDep, ViewerId
+from app.api.v1.dependencies import (
+    CacheDep,
+    CurrentUser,
+    Pagination,
+    PublishingUser,
+    ReaderId,
+    SessionDep,
+    ViewerId,
+)
 from app.core.errors import error_responses
 from app.core.responses import JSONBytes
 from app.schemas.article import (
@@ -61,11 +69,10 @@ async def list_articles(
     description="Articles by the users the caller follows, newest first.",
     responses=error_responses(401, 422),
 )
-async def feed(session: SessionDep, user: CurrentUser, page: Pagination) -> ArticleListResponse:
-    articles, count = await article_service.list_articles(
-        session, user.id, followed_by=user.id, limit=page.limit, offset=page.offset
+async def feed(session: SessionDep, cache: CacheDep, reader_id: ReaderId, page: Pagination) -> Response:
+    return JSONBytes(
+        await article_service.feed_json(session, cache, reader_id, limit=page.limit, offset=page.offset)
     )
-    return ArticleListResponse(articles=articles, articles_count=count)
 
 
 @router.post(
