@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     realworld_token_ttl: int = Field(default=24 * 3600, ge=60, description="seconds")
     refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=300, description="seconds")
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    password_hash_threads: int = Field(
+        default=0, ge=0, le=256, description="concurrent bcrypt computations per worker; 0: one per CPU core"
+    )
     # OWASP ASVS 5 advises against composition rules; on by default for RealWorld-era clients.
     password_require_letter_and_digit: bool = True
     password_reset_ttl: int = Field(default=30 * 60, ge=60, description="seconds")

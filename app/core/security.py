@@ -3,7 +3,10 @@
 Passwords are pre-hashed with HMAC-SHA256 keyed by a dedicated pepper, then hashed with bcrypt.
 The pre-hash makes every password up to any length count in full (bcrypt alone silently ignores
 everything past 72 bytes) and its base64 form contains no NUL byte, which bcrypt would also cut at.
-bcrypt is deliberately slow, so it always runs in a worker thread, never on the event loop.
+bcrypt is deliberately slow, so it always runs in a worker thread, never on the event loop, and at
+most one per CPU core at a time (``CONDUIT_PASSWORD_HASH_THREADS``): more would not finish sooner, they
+would all finish late together (64 logins at once each taking the time of 64), and they would fill the
+thread pool that the rest of the application shares.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import anyio.to_thread
 import bcrypt
 import jwt
@@ -35,6 +40,8 @@ class PasswordHasher:
         assert settings.password_pepper is not None
         self._pepper = settings.password_pepper.get_secret_value().encode()
         self._rounds = settings.bcrypt_rounds
+        self._threads = settings.password_hash_threads or os.cpu_count() or 1
+        self._limiter: anyio.CapacityLimiter | None = None  # made on first use, inside the event loop
         # Verified against when the user does not exist, so that a login with an unknown
         # email costs the same time as one with a wrong password (no user enumeration).
         self._dummy_hash = bcrypt.hashpw(b"dummy-password", bcrypt.gensalt(self._rounds))
@@ -58,12 +65,20 @@ class PasswordHasher:
         """Whether a stored hash was made with other parameters than the configured ones."""
         return not password_hash.startswith(f"$2b${self._rounds:02d}$")
 
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._threads)
+        return self._limiter
+
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._hash_sync, password)
+        return await anyio.to_thread.run_sync(self._hash_sync, password, limiter=self.limiter)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Check ``password`` against ``password_hash``; with ``None`` burn the same time and fail."""
-        return await anyio.to_thread.run_sync(self._verify_sync, password, password_hash)
+        return await anyio.to_thread.run_sync(
+            self._verify_sync, password, password_hash, limiter=self.limiter
+        )
 
 
 @dataclass(frozen=True, slots=True)

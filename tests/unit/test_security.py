@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +51,27 @@ async def test_pepper_is_part_of_the_hash(unit_settings: Settings, tmp_path: Pat
     hashed = await PasswordHasher(unit_settings).hash("correct-horse-9")
     other = make_settings("sqlite+aiosqlite://", tmp_path, password_pepper="another-pepper-" + "x" * 32)
     assert not await PasswordHasher(other).verify("correct-horse-9", hashed)
+
+
+async def test_bcrypt_runs_at_most_the_configured_number_at_once(tmp_path: Path) -> None:
+    hasher = PasswordHasher(
+        make_settings("sqlite+aiosqlite://", tmp_path, bcrypt_rounds=10, password_hash_threads=2)
+    )
+    hashed = await hasher.hash("correct-horse-9")
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, int(hasher.limiter.borrowed_tokens))
+            await asyncio.sleep(0.005)
+
+    async with asyncio.TaskGroup() as group:
+        watcher = group.create_task(watch())
+        results = await asyncio.gather(*(hasher.verify("correct-horse-9", hashed) for _ in range(6)))
+        watcher.cancel()
+    assert results == [True] * 6
+    assert peak == 2  # reached, never exceeded: the other four waited their turn
 
 
 def test_token_round_trip(unit_settings: Settings) -> None:
