@@ -2,7 +2,9 @@
 
 - ``GET /hello``: a bare FastAPI endpoint returning a small Pydantic model (the framework's ceiling);
 - ``GET /select?id=N``: one primary-key SELECT through an asyncpg pool, as a Pydantic model (the
-  ceiling of any endpoint that touches PostgreSQL once).
+  ceiling of any endpoint that touches PostgreSQL once);
+- ``GET /busy?us=N``: the hello endpoint after ``N`` microseconds of CPU work, a reference for the
+  latency tail of any single-process server whose event loop is saturated (not a target).
 
 ``uvicorn bench.anchor:app`` with ``BENCH_DSN`` set to a PostgreSQL DSN holding Conduit's tables.
 """
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -52,3 +55,11 @@ async def select_user(id: int) -> UserRow:
     if row is None:
         raise HTTPException(404)
     return UserRow(id=row["id"], username=row["username"])
+
+
+@app.get("/busy")
+async def busy(us: int) -> Hello:
+    deadline = time.perf_counter() + us / 1e6
+    while time.perf_counter() < deadline:
+        pass
+    return Hello(message="hello, world")
