@@ -16,12 +16,17 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.mail import create_mailer
 from app.core.middleware import install_http_middleware
+from app.core.outbox import Dispatcher, TaskQueue
+from app.core.pubsub import create_pubsub
 from app.core.ratelimit import RateLimiter, RateLimitMiddleware
 from app.core.security import PasswordHasher, TokenService
 from app.db.session import create_engine, create_sessionmaker
 from app.db.unit_of_work import UnitOfWorkMiddleware
+from app.workers.context import JobContext
+from app.workers.queue import CeleryQueue, InProcessQueue
 
 API_V1_PREFIX = "/api/v1"
+SHUTDOWN_GRACE = 10.0  # seconds for in-process jobs to finish at shutdown
 
 DESCRIPTION = """
 A publishing platform API: articles, comments, tags, favorites, follows and profiles.
@@ -40,6 +45,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = create_engine(settings)
     limiter = RateLimiter(settings)
     cache = Cache(settings)
+    sessionmaker = create_sessionmaker(engine)
+    mailer = create_mailer(settings)
+    pubsub = create_pubsub(settings)
+    in_process = None if settings.uses_celery else InProcessQueue()
+    queue: TaskQueue
+    if in_process is None:
+        from app.workers.celery_app import create_celery  # imported only when Celery is used
+
+        queue = CeleryQueue(create_celery(settings), settings.task_queue)
+    else:
+        queue = in_process
+    dispatcher = Dispatcher(pubsub, queue)
+    if in_process is not None:
+        in_process.bind(JobContext(settings, sessionmaker, mailer, cache, dispatcher))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # out of the collector's sight, so full collections stay short and tail latency low.
         gc.collect()
         gc.freeze()
+        await pubsub.start()
         yield
+        if in_process is not None:
+            await in_process.drain(SHUTDOWN_GRACE)
+        await pubsub.close()
         await engine.dispose()
         await limiter.close()
         await cache.close()
@@ -63,16 +86,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.sessionmaker = sessionmaker
     app.state.hasher = PasswordHasher(settings)
     app.state.tokens = TokenService(settings)
-    app.state.mailer = create_mailer(settings)
+    app.state.mailer = mailer
+    app.state.pubsub = pubsub
+    app.state.dispatcher = dispatcher
     app.state.limiter = limiter
     app.state.cache = cache
 
     install_error_handlers(app)
     # Innermost: the unit of work wraps exactly the routes (and sees their error responses).
-    app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, cache=cache)
+    app.add_middleware(UnitOfWorkMiddleware, sessionmaker=sessionmaker, cache=cache, dispatcher=dispatcher)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, rule=settings.rate_limit_default_ip)
     app.add_middleware(

@@ -67,6 +67,9 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
         "redis_url": TEST_REDIS_URL,
         "rate_limit_prefix": f"test-{uuid.uuid4().hex}",
         "cache_prefix": f"test-{uuid.uuid4().hex}",
+        # Jobs run in the test's own process; tests/workers runs them through a real Celery worker.
+        "task_backend": "inprocess",
+        "task_queue": f"test-{uuid.uuid4().hex}",
         # Every test request comes from the one ASGITransport client address: the real per-IP default
         # (600/minute) would throttle the suite. tests/security/test_rate_limiting.py tests the limits.
         "rate_limit_default_ip": "100000/minute",

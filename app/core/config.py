@@ -151,6 +151,35 @@ class Settings(BaseSettings):
     mail_from: str = "Conduit <no-reply@localhost>"
     frontend_url: str = "http://localhost:4100"  # base URL of the links in emails (e.g. password reset)
 
+    # --- real time and background work (app/core/pubsub.py, app/workers/) ---
+    # Celery's broker (Redis or RabbitMQ); defaults to redis_url. Without either, jobs run in-process.
+    broker_url: str | None = None
+    # "auto": Celery when a broker is configured, in-process otherwise.
+    task_backend: Literal["auto", "celery", "inprocess"] = "auto"
+    task_queue: str = "conduit"  # Celery queue name, so deployments (and test runs) never share jobs
+    export_dir: Path | None = None  # finished exports; default var_dir/exports
+    export_retention_days: int = Field(default=7, ge=1)
+    notification_retention_days: int = Field(
+        default=90, ge=1, description="read notifications are purged after"
+    )
+    ws_auth_timeout: float = Field(default=10.0, gt=0, description="seconds to send the auth message")
+    ws_heartbeat_interval: float = Field(default=30.0, gt=0, description="seconds between pings")
+    ws_queue_size: int = Field(default=100, ge=1, description="messages queued per socket before a resync")
+
+    @property
+    def effective_broker_url(self) -> str | None:
+        return self.broker_url or self.redis_url
+
+    @property
+    def uses_celery(self) -> bool:
+        if self.task_backend == "auto":
+            return self.effective_broker_url is not None
+        return self.task_backend == "celery"
+
+    @property
+    def effective_export_dir(self) -> Path:
+        return self.export_dir or self.var_dir / "exports"
+
     @model_validator(mode="before")
     @classmethod
     def _parse_lists(cls, data: object) -> object:
@@ -164,6 +193,8 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> Self:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'conduit.db'}"
+        if self.task_backend == "celery" and not self.effective_broker_url:
+            raise ValueError("CONDUIT_TASK_BACKEND=celery needs CONDUIT_BROKER_URL or CONDUIT_REDIS_URL")
         self.secret_key = self._secret("secret_key", self.secret_key)
         self.password_pepper = self._secret("password_pepper", self.password_pepper)
         return self

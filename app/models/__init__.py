@@ -2,6 +2,8 @@
 
 from app.models.article import Article, ArticleTag, Favorite, Tag
 from app.models.comment import Comment
+from app.models.export import Export, ExportState
+from app.models.notification import Notification, NotificationKind
 from app.models.token import OneTimeToken, RefreshToken, TokenPurpose
 from app.models.user import Follow, Role, User
 
@@ -9,8 +11,12 @@ __all__ = [
     "Article",
     "ArticleTag",
     "Comment",
+    "Export",
+    "ExportState",
     "Favorite",
     "Follow",
+    "Notification",
+    "NotificationKind",
     "OneTimeToken",
     "RefreshToken",
     "Role",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, func, text, true
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, false, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
@@ -38,6 +38,10 @@ class User(Base):
     email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Access tokens issued before this instant are refused (password change, logout-all, deactivation).
     sessions_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Notification preferences (GET/PUT /user/settings).
+    email_on_follow: Mapped[bool] = mapped_column(default=True, server_default=true())
+    email_on_comment: Mapped[bool] = mapped_column(default=True, server_default=true())
+    weekly_digest: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

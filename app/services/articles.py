@@ -30,7 +30,7 @@ from app.core.cache import Cache, mark_changed
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts, json_array_agg
-from app.models import Article, ArticleTag, Favorite, Follow, Role, Tag, User
+from app.models import Article, ArticleTag, Favorite, Follow, NotificationKind, Role, Tag, User
 from app.schemas.article import (
     ArticleListResponse,
     ArticleOut,
@@ -39,6 +39,7 @@ from app.schemas.article import (
     NewArticle,
     UpdateArticle,
 )
+from app.services import notifications
 from app.services.documents import Refs, cached_document
 from app.services.profiles import following_expr, profile_from_row
 
@@ -320,6 +321,7 @@ async def publish_article(session: AsyncSession, author: User, data: NewArticle)
         update(User).where(User.id == author.id).values(articles_count=User.articles_count + 1)
     )
     mark_changed(session)
+    notifications.announce_article(session, article_id)
     return slug
 
 
@@ -369,15 +371,20 @@ async def delete_article(session: AsyncSession, user: User, slug: str) -> None:
 
 async def article_id_by_slug(session: AsyncSession, slug: str) -> int:
     """The id of the article with ``slug``; ``NotFoundError`` if there is none."""
-    article_id = await session.scalar(select(Article.id).where(Article.slug == slug))
-    if article_id is None:
+    return (await article_ref_by_slug(session, slug))[0]
+
+
+async def article_ref_by_slug(session: AsyncSession, slug: str) -> tuple[int, int]:
+    """The id and the author's id of the article with ``slug``; ``NotFoundError`` if there is none."""
+    row = (await session.execute(select(Article.id, Article.author_id).where(Article.slug == slug))).first()
+    if row is None:
         raise NotFoundError("article not found")
-    return article_id
+    return row.id, row.author_id
 
 
 async def favorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
     """Favorite an article. Idempotent; the count moves only when a favorite row was inserted."""
-    article_id = await article_id_by_slug(session, slug)
+    article_id, author_id = await article_ref_by_slug(session, slug)
     inserted = await session.execute(
         insert_ignoring_conflicts(session, Favorite.__table__)
         .values(user_id=user.id, article_id=article_id)
@@ -390,6 +397,13 @@ async def favorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
             .values(favorites_count=Article.favorites_count + 1)
         )
         mark_changed(session)
+        await notifications.notify(
+            session,
+            recipient_id=author_id,
+            kind=NotificationKind.FAVORITE,
+            actor_id=user.id,
+            article_id=article_id,
+        )
     return await get_article(session, slug, user.id)
 
 

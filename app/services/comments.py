@@ -9,9 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache, mark_changed
 from app.core.errors import NotFoundError, PermissionDeniedError
-from app.models import Article, Comment, User
+from app.core.mail import EmailMessageData
+from app.models import Article, Comment, NotificationKind, User
 from app.schemas.comment import CommentListResponse, CommentOut
-from app.services.articles import article_id_by_slug, can_moderate
+from app.services import notifications
+from app.services.articles import article_id_by_slug, article_ref_by_slug, can_moderate
 from app.services.documents import Refs, cached_document
 from app.services.profiles import following_expr, profile_from_row, profile_of
 
@@ -60,22 +62,33 @@ async def comments_json(session: AsyncSession, cache: Cache, slug: str, viewer_i
     return await cached_document(session, cache, f"comments:{slug}", viewer_id, load)
 
 
-async def add_comment(session: AsyncSession, author: User, slug: str, body: str) -> CommentOut:
-    comment = Comment(
-        article_id=await article_id_by_slug(session, slug),
-        author_id=author.id,
-        body=body,
-    )
+async def add_comment(
+    session: AsyncSession, author: User, slug: str, body: str, *, frontend_url: str | None = None
+) -> tuple[CommentOut, EmailMessageData | None]:
+    """Comment on an article and notify its author. Returns the comment and, if the author asked
+    for one, the email to send them after the response."""
+    article_id, article_author_id = await article_ref_by_slug(session, slug)
+    comment = Comment(article_id=article_id, author_id=author.id, body=body)
     session.add(comment)
     await session.flush()
     mark_changed(session)
-    return CommentOut(
+    email = await notifications.notify(
+        session,
+        recipient_id=article_author_id,
+        kind=NotificationKind.COMMENT,
+        actor_id=author.id,
+        article_id=article_id,
+        comment_id=comment.id,
+        frontend_url=frontend_url,
+    )
+    out = CommentOut(
         id=comment.id,
         body=comment.body,
         created_at=comment.created_at,
         updated_at=comment.updated_at,
         author=profile_of(author, following=False),
     )
+    return out, email
 
 
 async def delete_comment(session: AsyncSession, user: User, slug: str, comment_id: int) -> None:

@@ -10,9 +10,11 @@ from sqlalchemy.orm import QueryableAttribute
 
 from app.core.cache import Cache, mark_changed
 from app.core.errors import NotFoundError, ValidationFailedError
+from app.core.mail import EmailMessageData
 from app.db.dialect import insert_ignoring_conflicts
-from app.models import Follow, User
+from app.models import Follow, NotificationKind, User
 from app.schemas.profile import Profile, ProfileResponse
+from app.services import notifications
 from app.services.documents import Refs, cached_document
 
 
@@ -59,16 +61,30 @@ async def _user_by_username(session: AsyncSession, username: str) -> User:
     return user
 
 
-async def follow(session: AsyncSession, follower: User, username: str) -> Profile:
-    """Follow ``username``. Idempotent: following twice is the same as once."""
+async def follow(
+    session: AsyncSession, follower: User, username: str, *, frontend_url: str | None = None
+) -> tuple[Profile, EmailMessageData | None]:
+    """Follow ``username``. Idempotent: following twice is the same as once (and notifies once).
+    Returns the profile and, if the followee asked for one, the email to send them after the response."""
     followee = await _user_by_username(session, username)
     if followee.id == follower.id:
         raise ValidationFailedError.for_field("username", "cannot be followed by yourself")
-    await session.execute(
-        insert_ignoring_conflicts(session, Follow).values(follower_id=follower.id, followee_id=followee.id)
+    inserted = await session.execute(
+        insert_ignoring_conflicts(session, Follow.__table__)
+        .values(follower_id=follower.id, followee_id=followee.id)
+        .returning(Follow.__table__.c.follower_id)
     )
-    mark_changed(session)  # the follower's cached flags and feed
-    return profile_of(followee, following=True)
+    email = None
+    if inserted.first() is not None:
+        mark_changed(session)  # the follower's cached flags and feed
+        email = await notifications.notify(
+            session,
+            recipient_id=followee.id,
+            kind=NotificationKind.FOLLOW,
+            actor_id=follower.id,
+            frontend_url=frontend_url,
+        )
+    return profile_of(followee, following=True), email
 
 
 async def unfollow(session: AsyncSession, follower: User, username: str) -> Profile:

@@ -93,7 +93,7 @@ async def test_deleting_an_article_removes_its_dependents(session: AsyncSession)
 async def test_ownership_is_checked_in_the_service(session: AsyncSession) -> None:
     jake, ann = await _user(session, "jake"), await _user(session, "ann")
     slug = await articles.publish_article(session, jake, _draft())
-    comment = await comments.add_comment(session, jake, slug, "mine")
+    comment, _ = await comments.add_comment(session, jake, slug, "mine")
     with pytest.raises(PermissionDeniedError):
         await articles.update_article(session, ann, slug, UpdateArticle(body="x"))
     with pytest.raises(PermissionDeniedError):

@@ -27,7 +27,12 @@ async def uow_client(app: FastAPI, engine: AsyncEngine) -> AsyncIterator[httpx.A
     test_app = FastAPI()
     install_error_handlers(test_app)
     cache: Cache = app.state.cache
-    test_app.add_middleware(UnitOfWorkMiddleware, sessionmaker=app.state.sessionmaker, cache=cache)
+    test_app.add_middleware(
+        UnitOfWorkMiddleware,
+        sessionmaker=app.state.sessionmaker,
+        cache=cache,
+        dispatcher=app.state.dispatcher,
+    )
 
     @test_app.post("/ok")
     async def ok(session: SessionDep) -> dict[str, str]:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Response, status
 
-from app.api.v1.dependencies import MAX_INT32, CacheDep, CurrentUser, SessionDep, ViewerId
+from app.api.v1.dependencies import (
+    MAX_INT32,
+    CacheDep,
+    CurrentUser,
+    MailerDep,
+    SessionDep,
+    SettingsDep,
+    ViewerId,
+)
 from app.core.errors import error_responses
+from app.core.mail import send_quietly
 from app.core.responses import JSONBytes
 from app.schemas.comment import CommentListResponse, CommentResponse, NewCommentRequest
 from app.services import comments as comment_service
@@ -34,13 +43,25 @@ async def list_comments(
     "",
     response_model=CommentResponse,
     summary="Add a comment",
-    description="Comment on an article. Answers 200, as the RealWorld contract says.",
+    description="Comment on an article. Answers 200, as the RealWorld contract says. The article's "
+    "author is notified (and emailed, if their settings say so).",
     responses=error_responses(401, 404, 422),
 )
 async def add_comment(
-    slug: SlugPath, body: NewCommentRequest, session: SessionDep, user: CurrentUser
+    slug: SlugPath,
+    body: NewCommentRequest,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
 ) -> CommentResponse:
-    return CommentResponse(comment=await comment_service.add_comment(session, user, slug, body.comment.body))
+    comment, email = await comment_service.add_comment(
+        session, user, slug, body.comment.body, frontend_url=settings.frontend_url
+    )
+    if email is not None:  # after the response, so after the commit; failures are only logged
+        background.add_task(send_quietly, mailer, email)
+    return CommentResponse(comment=comment)
 
 
 @router.delete(

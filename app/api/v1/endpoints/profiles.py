@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Response
 
-from app.api.v1.dependencies import CacheDep, CurrentUser, SessionDep, ViewerId
+from app.api.v1.dependencies import CacheDep, CurrentUser, MailerDep, SessionDep, SettingsDep, ViewerId
 from app.core.errors import error_responses
+from app.core.mail import send_quietly
 from app.core.responses import JSONBytes
 from app.schemas.profile import ProfileResponse
 from app.services import profiles as profile_service
@@ -34,11 +35,22 @@ async def get_profile(
     "/{username}/follow",
     response_model=ProfileResponse,
     summary="Follow a user",
-    description="Follow a user. Idempotent: following again changes nothing.",
+    description="Follow a user. Idempotent: following again changes nothing. The followed user is "
+    "notified the first time (and emailed, if their settings say so).",
     responses=error_responses(401, 404, 422),
 )
-async def follow(username: UsernamePath, session: SessionDep, user: CurrentUser) -> ProfileResponse:
-    return ProfileResponse(profile=await profile_service.follow(session, user, username))
+async def follow(
+    username: UsernamePath,
+    session: SessionDep,
+    user: CurrentUser,
+    settings: SettingsDep,
+    mailer: MailerDep,
+    background: BackgroundTasks,
+) -> ProfileResponse:
+    profile, email = await profile_service.follow(session, user, username, frontend_url=settings.frontend_url)
+    if email is not None:  # after the response, so after the commit; failures are only logged
+        background.add_task(send_quietly, mailer, email)
+    return ProfileResponse(profile=profile)
 
 
 @router.delete(

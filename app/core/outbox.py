@@ -1,0 +1,88 @@
+"""What may happen only once the transaction that caused it has committed: pushes to a user's live
+connections and background jobs.
+
+Services record it on their session with :func:`after_commit`; whoever owns the unit of work (the
+request's middleware, a job's ``unit_of_work``) hands it to the :class:`Dispatcher` after a
+successful commit and drops it on rollback. So a WebSocket never announces a comment that was rolled
+back, and a job never looks for rows that are not there yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+logger = logging.getLogger("conduit.outbox")
+
+AFTER_COMMIT = "conduit.after_commit"
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """A message for every live connection of one user."""
+
+    user_id: int
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A background job by name (``app/workers``); several in one ``Enqueue`` run as a chain."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    steps: tuple[Job, ...]
+
+
+Deferred = Publish | Enqueue
+
+
+def after_commit(session: AsyncSession, item: Deferred) -> None:
+    session.info.setdefault(AFTER_COMMIT, []).append(item)
+
+
+def take_deferred(session: AsyncSession) -> list[Deferred]:
+    """Remove and return what the session's work deferred (call after commit or rollback)."""
+    items: list[Deferred] = session.info.pop(AFTER_COMMIT, [])
+    return items
+
+
+def user_channel(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+class Broadcaster(Protocol):
+    async def publish(self, channel: str, message: bytes) -> None: ...
+
+
+class TaskQueue(Protocol):
+    async def enqueue(self, steps: tuple[Job, ...]) -> None:
+        """Run ``steps`` in order in the background, each after the previous succeeded."""
+        ...
+
+
+class Dispatcher:
+    def __init__(self, broadcaster: Broadcaster, queue: TaskQueue) -> None:
+        self.broadcaster = broadcaster
+        self.queue = queue
+
+    async def dispatch(self, items: list[Deferred]) -> None:
+        """Deliver committed work. Never raises: the transaction is committed whatever happens here,
+        so a failure is logged (a lost push costs a client a REST reload; jobs are retried by the
+        queue, and the housekeeping job repairs what a lost one leaves behind)."""
+        for item in items:
+            try:
+                if isinstance(item, Publish):
+                    await self.broadcaster.publish(user_channel(item.user_id), orjson.dumps(item.message))
+                else:
+                    await self.queue.enqueue(item.steps)
+            except Exception as exc:
+                logger.error("after-commit %s failed: %s", type(item).__name__, type(exc).__name__)

@@ -1,0 +1,87 @@
+"""The Celery app: ``conduit worker`` (or ``celery -A app.workers.celery_app worker``) and ``conduit beat``.
+
+Every registered job (``app/workers/registry.py``) becomes a task: ``acks_late`` with
+``reject_on_worker_lost`` (a job whose worker dies is delivered again, so jobs are idempotent),
+retried with exponential backoff on transient errors, with soft and hard time limits. The broker's
+visibility timeout is set just above the longest hard limit, not Redis's default hour, so a job lost
+with its worker comes back within minutes.
+
+Async job code runs on one event loop per worker process (per thread with a thread pool), kept for
+the life of the process, with its own engine and connections: never a new loop per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from celery import Celery, Task
+
+from app.core.cache import Cache
+from app.core.config import Settings, get_settings
+from app.core.mail import create_mailer
+from app.core.outbox import Dispatcher
+from app.core.pubsub import create_pubsub
+from app.db.session import create_engine, create_sessionmaker
+from app.workers.context import JobContext
+from app.workers.queue import TRANSIENT_ERRORS, CeleryQueue
+from app.workers.registry import load_jobs, longest_time_limit, run_job
+
+_local = threading.local()
+
+
+def _loop_runner() -> asyncio.Runner:
+    runner: asyncio.Runner | None = getattr(_local, "runner", None)
+    if runner is None:
+        runner = _local.runner = asyncio.Runner()
+    return runner
+
+
+async def _run_in_context(celery: Celery, settings: Settings, name: str, kwargs: dict[str, Any]) -> None:
+    context: JobContext | None = getattr(_local, "context", None)
+    if context is None:  # built inside the loop, which its connections belong to
+        context = _local.context = JobContext(
+            settings=settings,
+            sessionmaker=create_sessionmaker(create_engine(settings)),
+            mailer=create_mailer(settings),
+            cache=Cache(settings),
+            dispatcher=Dispatcher(create_pubsub(settings), CeleryQueue(celery, settings.task_queue)),
+        )
+    await run_job(context, name, kwargs)
+
+
+def create_celery(settings: Settings) -> Celery:
+    celery = Celery("conduit", broker=settings.effective_broker_url, set_as_current=False)
+    celery.conf.update(
+        task_default_queue=settings.task_queue,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,  # with acks_late: a busy worker does not hoard jobs
+        broker_transport_options={"visibility_timeout": int(longest_time_limit()) + 60},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    for spec in load_jobs().values():
+
+        def body(task: Task[Any, Any], /, _name: str = spec.name, **kwargs: Any) -> None:
+            _loop_runner().run(_run_in_context(celery, settings, _name, kwargs))
+
+        celery.task(
+            name=spec.name,
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            autoretry_for=TRANSIENT_ERRORS,
+            retry_backoff=True,
+            retry_backoff_max=300,
+            retry_jitter=True,
+            max_retries=spec.max_retries,
+            soft_time_limit=spec.soft_time_limit,
+            time_limit=spec.time_limit,
+        )(body)
+    return celery
+
+
+celery_app = create_celery(get_settings())

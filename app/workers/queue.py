@@ -1,0 +1,109 @@
+"""The queues that run jobs: Celery when a broker is configured, otherwise this process.
+
+Both take a chain of steps (``Job``s) and run each after the previous one succeeded. Transient
+errors (database, Redis, network) are retried with exponential backoff; anything else fails the
+chain, logged without its message (which may hold data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from app.core.outbox import Job
+from app.workers.registry import load_jobs, run_job
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from app.workers.context import JobContext
+
+logger = logging.getLogger("conduit.jobs")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    OperationalError,
+    InterfaceError,
+    RedisError,
+)
+BACKOFF_BASE = 1.0  # seconds; doubled per attempt, with jitter
+BACKOFF_MAX = 300.0
+
+
+def backoff(attempt: int) -> float:
+    return random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt))
+
+
+class InProcessQueue:
+    """The embedded default: jobs run as tasks of this process's event loop, off the request (they
+    start after the response), with their blocking parts (files, zip) in worker threads. Jobs still
+    running at shutdown are waited for (``drain``), then cancelled."""
+
+    def __init__(self) -> None:
+        self._context: JobContext | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def bind(self, context: JobContext) -> None:
+        self._context = context
+
+    async def enqueue(self, steps: tuple[Job, ...]) -> None:
+        task = asyncio.create_task(self._run(steps), name=f"conduit-job-{steps[0].name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, steps: tuple[Job, ...]) -> None:
+        assert self._context is not None, "InProcessQueue.bind() was not called"
+        jobs = load_jobs()
+        for step in steps:
+            spec = jobs[step.name]
+            for attempt in range(spec.max_retries + 1):
+                try:
+                    async with asyncio.timeout(spec.time_limit):
+                        await run_job(self._context, step.name, step.kwargs)
+                    break
+                except TRANSIENT_ERRORS as exc:
+                    if attempt == spec.max_retries:
+                        logger.error(
+                            "job %s failed after %d attempts: %s", step.name, attempt + 1, type(exc).__name__
+                        )
+                        return
+                    await asyncio.sleep(backoff(attempt))
+                except Exception as exc:
+                    logger.error("job %s failed: %s", step.name, type(exc).__name__)
+                    return
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for running jobs, then cancel what is left."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            logger.warning("%d jobs cancelled at shutdown", len(pending))
+
+
+class CeleryQueue:
+    """Sends chains to the broker. Publishing is blocking network I/O (kombu), so it runs in a thread."""
+
+    def __init__(self, celery: Celery, queue: str) -> None:
+        self._celery = celery
+        self._queue = queue
+
+    async def enqueue(self, steps: tuple[Job, ...]) -> None:
+        from celery import chain
+
+        signatures = [
+            self._celery.signature(step.name, kwargs=step.kwargs, immutable=True, queue=self._queue)
+            for step in steps
+        ]
+        workflow = signatures[0] if len(signatures) == 1 else chain(*signatures)
+        await anyio.to_thread.run_sync(workflow.apply_async)
