@@ -3,7 +3,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic.alias_generators import to_camel
 
 from app.core.errors import PATTERN_MESSAGES
 from app.schemas.common import CleanText, Schema
@@ -140,3 +141,35 @@ class UserOut(Schema):
 
 class UserResponse(BaseModel):
     user: UserOut
+
+
+class UserSettings(Schema):
+    """What the user is emailed about (notifications are always recorded and pushed live)."""
+
+    email_on_follow: StrictBool = Field(description="Email me when someone follows me.", examples=[True])
+    email_on_comment: StrictBool = Field(
+        description="Email me when someone comments on my article.", examples=[True]
+    )
+    weekly_digest: StrictBool = Field(
+        description="Email me a weekly digest of the top articles by the people I follow.", examples=[False]
+    )
+
+
+class UserSettingsResponse(BaseModel):
+    settings: UserSettings
+
+
+class UpdateUserSettings(Schema):
+    """Only the fields sent are changed."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    email_on_follow: StrictBool | None = None
+    email_on_comment: StrictBool | None = None
+    weekly_digest: StrictBool | None = None
+
+
+class UpdateUserSettingsRequest(BaseModel):
+    settings: UpdateUserSettings
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"settings": {"weeklyDigest": True}}]})

@@ -11,7 +11,7 @@ from app.core.security import PasswordHasher
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts
 from app.models import RefreshToken, User
-from app.schemas.user import UpdateUser
+from app.schemas.user import UpdateUser, UpdateUserSettings, UserSettings
 from app.services.auth import end_sessions
 from app.services.password_policy import check_password
 
@@ -189,3 +189,21 @@ async def update_user(
     await session.flush()
     mark_changed(session)  # the user's profile appears in cached articles and comments
     return user
+
+
+def settings_of(user: User) -> UserSettings:
+    return UserSettings(
+        email_on_follow=user.email_on_follow,
+        email_on_comment=user.email_on_comment,
+        weekly_digest=user.weekly_digest,
+    )
+
+
+async def update_settings(session: AsyncSession, user: User, changes: UpdateUserSettings) -> UserSettings:
+    """Apply the settings sent; the others keep their values."""
+    for name in changes.model_fields_set:
+        value = getattr(changes, name)
+        if value is not None:
+            setattr(user, name, value)
+    await session.flush()
+    return settings_of(user)

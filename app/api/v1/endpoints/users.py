@@ -23,8 +23,10 @@ from app.schemas.user import (
     LoginUserRequest,
     NewUserRequest,
     UpdateUserRequest,
+    UpdateUserSettingsRequest,
     UserOut,
     UserResponse,
+    UserSettingsResponse,
 )
 from app.services import accounts as account_service
 from app.services import auth as auth_service
@@ -173,3 +175,30 @@ async def update_current_user(
         else tokens.issue(user.id, settings.realworld_token_ttl, session_id=caller.session_id)
     )
     return _user_response(user, token)
+
+
+@router.get(
+    "/user/settings",
+    response_model=UserSettingsResponse,
+    summary="My notification settings",
+    description="What the caller is emailed about. Notifications themselves are always recorded "
+    "(`/notifications`) and pushed live (`/ws`).",
+    responses=error_responses(401),
+)
+async def get_settings(caller: CurrentCaller) -> UserSettingsResponse:
+    return UserSettingsResponse(settings=user_service.settings_of(caller.user))
+
+
+@router.put(
+    "/user/settings",
+    response_model=UserSettingsResponse,
+    summary="Change my notification settings",
+    description="Only the fields sent change. Values must be JSON booleans.",
+    responses=error_responses(401, 422),
+)
+async def update_settings(
+    body: UpdateUserSettingsRequest, caller: CurrentCaller, session: SessionDep
+) -> UserSettingsResponse:
+    return UserSettingsResponse(
+        settings=await user_service.update_settings(session, caller.user, body.settings)
+    )
