@@ -91,9 +91,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
-    yield application
-    await application.state.limiter.close()
-    await application.state.engine.dispose()
+    async with application.router.lifespan_context(application):  # as a server would run it
+        yield application
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,11 @@ class SmtpServer:
         raw = [envelope.original_content or b"" for envelope in self.envelopes]
         return [message_from_bytes(data.replace(b"\r\n", b"\n"), policy=policy.default) for data in raw]
 
+    @property
+    def settings(self) -> dict[str, object]:
+        """Settings that send mail here (the server offers no STARTTLS)."""
+        return {"smtp_host": self.host, "smtp_port": self.port, "smtp_starttls": False}
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self.envelopes.append(envelope)
         return "250 OK"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
 from app.schemas.common import Schema, Timestamp
@@ -42,7 +42,9 @@ class MarkReadRequest(Schema):
         alias_generator=to_camel, populate_by_name=True, json_schema_extra={"examples": [{"upTo": 42}]}
     )
 
-    up_to: int = Field(ge=1, le=2**63 - 1, description="This notification and every older one become read.")
+    up_to: StrictInt = Field(
+        ge=1, le=2**63 - 1, description="This notification and every older one become read."
+    )
 
 
 class UnreadCountResponse(Schema):

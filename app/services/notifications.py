@@ -159,7 +159,9 @@ def announce_article(session: AsyncSession, article_id: int) -> None:
 
 async def notify_followers_of_article(session: AsyncSession, article_id: int) -> int:
     """Notify every follower of the article's author, once each (running it again adds nothing):
-    one ``INSERT … SELECT`` whatever the number of followers. Returns how many were notified."""
+    one ``INSERT … SELECT`` whatever the number of followers. Only people who followed before the
+    article appeared: the job runs after the commit, when later followers may exist. Returns how many
+    were notified."""
     article = await session.get(Article, article_id)
     if article is None:  # deleted since: nothing to announce
         return 0
@@ -174,7 +176,13 @@ async def notify_followers_of_article(session: AsyncSession, article_id: int) ->
         literal(article.author_id),
         literal(article_id),
         literal(utcnow(), type_=Notification.created_at.type),
-    ).where(and_(Follow.followee_id == article.author_id, ~already))
+    ).where(
+        and_(
+            Follow.followee_id == article.author_id,
+            Follow.created_at <= article.created_at,  # new to them: they followed before it appeared
+            ~already,
+        )
+    )
     inserted = await session.scalars(
         insert(Notification)
         .from_select(["recipient_id", "kind", "actor_id", "article_id", "created_at"], followers)

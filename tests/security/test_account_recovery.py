@@ -15,15 +15,10 @@ from tests.smtp import SmtpServer, smtp_server  # noqa: F401
 CODE = re.compile(r"^    ([A-Za-z0-9_-]{43})$", re.MULTILINE)
 
 
-def _delivering_to(server: SmtpServer) -> dict[str, object]:
-    """Settings that send mail to the local test server (which offers no STARTTLS)."""
-    return {"smtp_host": server.host, "smtp_port": server.port, "smtp_starttls": False}
-
-
 @pytest.fixture
 async def mailing_client(make_client: ClientFactory, smtp_server: SmtpServer) -> httpx.AsyncClient:  # noqa: F811
     return await make_client(
-        **_delivering_to(smtp_server),
+        **smtp_server.settings,
         frontend_url="https://conduit.example",
     )
 
@@ -56,7 +51,7 @@ async def test_publishing_can_require_a_verified_email(
     smtp_server: SmtpServer,  # noqa: F811
 ) -> None:
     client = await make_client(
-        **_delivering_to(smtp_server),
+        **smtp_server.settings,
         require_verified_email=True,
     )
     api = Api(client)
@@ -115,7 +110,7 @@ async def test_expired_reset_tokens_are_refused(
     make_client: ClientFactory,
     smtp_server: SmtpServer,  # noqa: F811
 ) -> None:
-    client = await make_client(**_delivering_to(smtp_server), password_reset_ttl=60)
+    client = await make_client(**smtp_server.settings, password_reset_ttl=60)
     await Api(client).register("jake")
     await client.post("/auth/password-reset", json={"email": "jake@example.com"})
     token = _code(smtp_server.messages[-1])

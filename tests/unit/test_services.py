@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
 from app.core.errors import NotFoundError, PermissionDeniedError, ValidationFailedError
-from app.models import Article, ArticleTag, Comment, Favorite, Tag, User
+from app.models import Article, ArticleTag, Comment, Favorite, Notification, Tag, User
 from app.schemas.article import NewArticle, UpdateArticle
-from app.services import articles, comments, profiles, users
+from app.services import articles, comments, notifications, profiles, users
 
 
 async def _user(session: AsyncSession, name: str) -> User:
@@ -115,3 +115,14 @@ async def test_feed_and_filters(session: AsyncSession, cache: Cache) -> None:
     tagged = orjson.loads(await _list(session, cache, tag="y", limit=10, offset=0))
     assert [a["title"] for a in tagged["articles"]] == ["by bob"] and tagged["articlesCount"] == 1
     assert orjson.loads(await _list(session, cache, limit=1, offset=5))["articlesCount"] == 2
+
+
+async def test_article_fan_out_is_idempotent(session: AsyncSession) -> None:
+    jake, ann = await _user(session, "jake"), await _user(session, "ann")
+    await profiles.follow(session, ann, "jake")
+    slug = await articles.publish_article(session, jake, _draft("news"))
+    article_id = await articles.article_id_by_slug(session, slug)
+    assert await notifications.notify_followers_of_article(session, article_id) == 1
+    assert await notifications.notify_followers_of_article(session, article_id) == 0  # redelivered
+    mine = select(Notification.kind).where(Notification.recipient_id == ann.id)
+    assert (await session.scalars(mine)).all() == ["article"]
