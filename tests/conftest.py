@@ -29,6 +29,7 @@ from tests.factories import Api
 
 TEST_DATABASE_URL = os.environ.get("CONDUIT_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("CONDUIT_TEST_REDIS_URL") or None
+JOB_GRACE = 10.0  # seconds for a test's in-process jobs to end before its tables are emptied
 
 
 def _plain(url: str) -> str:
@@ -122,7 +123,11 @@ async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]
     if "engine" not in request.fixturenames:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
-    await request.getfixturevalue("app").state.cache.invalidate()
+    app = request.getfixturevalue("app")
+    # Jobs the test's requests started (a new article's fan-out) end first: on PostgreSQL, truncating
+    # the tables they write to deadlocks with them.
+    await app.state.dispatcher.queue.drain(JOB_GRACE)
+    await app.state.cache.invalidate()
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
@@ -180,6 +185,7 @@ async def make_client(database_url: str, tmp_path: Path, engine: AsyncEngine) ->
 
     yield make
     for http, _ in opened:
+        await http.app.state.dispatcher.queue.drain(JOB_GRACE)  # type: ignore[attr-defined]
         await http.aclose()
         await http.app.state.limiter.close()  # type: ignore[attr-defined]
         await http.app.state.engine.dispose()  # type: ignore[attr-defined]

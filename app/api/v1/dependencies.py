@@ -117,6 +117,12 @@ def _still_valid(claims: TokenClaims, user: User | None) -> bool:
     )
 
 
+async def session_user(session: AsyncSession, claims: TokenClaims) -> User | None:
+    """The user whose verified ``claims`` are still good (see ``_still_valid``), else ``None``."""
+    user = await user_service.get_session_user(session, claims.user_id, claims.session_id)
+    return user if _still_valid(claims, user) else None
+
+
 async def get_optional_caller(
     request: Request,
     authorization: Annotated[str | None, Depends(_authorization)],
@@ -133,10 +139,9 @@ async def get_optional_caller(
         return None
     token, claims = _claims(request, authorization)
     session: AsyncSession = request.state.unit_of_work.session
-    user = await user_service.get_session_user(session, claims.user_id, claims.session_id)
-    if not _still_valid(claims, user):
+    user = await session_user(session, claims)
+    if user is None:
         raise AuthenticationError("the access token is invalid or expired")
-    assert user is not None
     return Caller(user, token, claims.session_id)
 
 
