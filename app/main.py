@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.mailer = mailer
     app.state.pubsub = pubsub
     app.state.dispatcher = dispatcher
+    app.state.jobs = in_process  # the in-process queue, or None with Celery
     app.state.limiter = limiter
     app.state.cache = cache
 

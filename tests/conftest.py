@@ -116,6 +116,16 @@ def cache(app: FastAPI) -> Cache:
     return cache
 
 
+JOB_GRACE = 60.0  # seconds for a test's in-process jobs to finish before they are cancelled
+
+
+async def _finish_jobs(app: FastAPI) -> None:
+    """Let the in-process jobs a test started finish: left running, they would race the emptying of
+    the tables they work on (a deadlock on PostgreSQL) or reach into the next test."""
+    if app.state.jobs is not None:
+        await app.state.jobs.drain(JOB_GRACE)
+
+
 @pytest.fixture(autouse=True)
 async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every test starts from empty tables (only for tests that touch the database)."""
@@ -123,7 +133,9 @@ async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]
     if "engine" not in request.fixturenames:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
-    await request.getfixturevalue("app").state.cache.invalidate()
+    app: FastAPI = request.getfixturevalue("app")
+    await _finish_jobs(app)
+    await app.state.cache.invalidate()
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
@@ -181,6 +193,7 @@ async def make_client(database_url: str, tmp_path: Path, engine: AsyncEngine) ->
 
     yield make
     for http, _ in opened:
+        await _finish_jobs(http.app)  # type: ignore[attr-defined]
         await http.aclose()
         await http.app.state.limiter.close()  # type: ignore[attr-defined]
         await http.app.state.engine.dispose()  # type: ignore[attr-defined]
