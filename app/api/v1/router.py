@@ -3,10 +3,12 @@
 from fastapi import APIRouter, FastAPI
 
 from app.api.v1.endpoints import admin, articles, auth, comments, notifications, profiles, tags, users
+from app.api.v1.endpoints.exports import router as exports_router
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
     module.router for module in (users, profiles, articles, comments, tags, auth, admin, notifications)
 )
+ROUTERS += (exports_router,)
 
 
 def include_v1(app: FastAPI, prefix: str) -> None:
