@@ -21,6 +21,7 @@ JobFunction = Callable[..., Awaitable[None]]
 JOB_MODULES = (
     "app.workers.notifications",
     "app.workers.exports",
+    "app.workers.digest",
 )
 
 
