@@ -3,8 +3,8 @@
 Every registered job (``app/workers/registry.py``) becomes a task: ``acks_late`` with
 ``reject_on_worker_lost`` (a job whose worker dies is delivered again, so jobs are idempotent),
 retried with exponential backoff on transient errors, with soft and hard time limits. The broker's
-visibility timeout is set just above the longest hard limit, not Redis's default hour, so a job lost
-with its worker comes back within minutes.
+visibility timeout is set just above the longest hard limit (or ``CONDUIT_TASK_VISIBILITY_TIMEOUT``),
+not Redis's default hour, so a job lost with its worker comes back within minutes.
 
 Async job code runs on one event loop per worker process (per thread with a thread pool), kept for
 the life of the process, with its own engine and connections: never a new loop per call.
@@ -25,8 +25,8 @@ from app.core.outbox import Dispatcher
 from app.core.pubsub import create_pubsub
 from app.db.session import create_engine, create_sessionmaker
 from app.workers.context import JobContext
-from app.workers.queue import TRANSIENT_ERRORS, CeleryQueue
-from app.workers.registry import load_jobs, longest_time_limit, run_job
+from app.workers.queue import TRANSIENT_ERRORS, CeleryQueue, visibility_timeout
+from app.workers.registry import load_jobs, run_job
 
 _local = threading.local()
 
@@ -59,7 +59,12 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
         worker_prefetch_multiplier=1,  # with acks_late: a busy worker does not hoard jobs
-        broker_transport_options={"visibility_timeout": int(longest_time_limit()) + 60},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout(settings),
+            # Redis keys under the queue's name, unacknowledged jobs included: deployments (and test
+            # runs) sharing a Redis never restore each other's jobs. (RabbitMQ ignores both options.)
+            "global_keyprefix": f"{settings.task_queue}:",
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )

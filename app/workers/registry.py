@@ -22,6 +22,7 @@ JOB_MODULES = (
     "app.workers.notifications",
     "app.workers.exports",
     "app.workers.digest",
+    "app.workers.housekeeping",
 )
 
 
