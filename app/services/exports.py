@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 import orjson
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
@@ -196,10 +196,13 @@ async def begin_step(session: AsyncSession, export_id: int) -> int | None:
 
 
 async def set_progress(session: AsyncSession, export_id: int, progress: int) -> None:
+    """Record progress (and a heartbeat). It never goes back: a step run again, or a chain sent
+    again, redoes work already counted, and clients polling should not see it."""
+    progress = max(0, min(progress, 100))
     await session.execute(
         update(Export)
         .where(Export.id == export_id, Export.state == ExportState.RUNNING)
-        .values(progress=max(0, min(progress, 100)))
+        .values(progress=case((Export.progress < progress, progress), else_=Export.progress))
     )
 
 
