@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -193,6 +195,63 @@ def set_role(
         return f"{user.username} is now {user.role}."
 
     _run_in_session(settings, work)
+
+
+class Pool(StrEnum):
+    PREFORK = "prefork"
+    THREADS = "threads"
+    SOLO = "solo"
+
+
+def _celery_settings() -> Settings:
+    settings = _settings()
+    if not settings.effective_broker_url:
+        typer.echo("Celery needs a broker: set CONDUIT_BROKER_URL (or CONDUIT_REDIS_URL).", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Jobs run at once (processes or threads); default: one per CPU core.")
+    ] = os.cpu_count() or 1,
+    pool: Annotated[Pool, typer.Option(help="prefork (processes), threads, or solo (one at a time).")] = (
+        Pool.PREFORK
+    ),
+) -> None:
+    """Run a Celery worker for the background jobs (on the queue CONDUIT_TASK_QUEUE)."""
+    from app.workers.celery_app import create_celery
+
+    settings = _celery_settings()
+    create_celery(settings).worker_main(
+        [
+            "worker",
+            f"--queues={settings.task_queue}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool.value}",
+            f"--loglevel={settings.log_level}",
+            # No revocations or worker-to-worker state to synchronise: skip their broker traffic.
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+@cli.command()
+def beat() -> None:
+    """Run Celery beat: sends the periodic jobs (housekeeping hourly, the digest weekly). Run one."""
+    from app.workers.celery_app import create_celery
+
+    settings = _celery_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    create_celery(settings).start(
+        [
+            "beat",
+            f"--schedule={settings.var_dir / 'celerybeat-schedule'}",
+            f"--loglevel={settings.log_level}",
+        ]
+    )
 
 
 def main() -> None:

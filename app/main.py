@@ -24,6 +24,7 @@ from app.db.session import create_engine, create_sessionmaker
 from app.db.unit_of_work import UnitOfWorkMiddleware
 from app.workers.context import JobContext
 from app.workers.queue import CeleryQueue, InProcessQueue
+from app.workers.schedule import InProcessScheduler
 
 API_V1_PREFIX = "/api/v1"
 SHUTDOWN_GRACE = 10.0  # seconds for in-process jobs to finish at shutdown
@@ -59,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dispatcher = Dispatcher(pubsub, queue)
     if in_process is not None:
         in_process.bind(JobContext(settings, sessionmaker, mailer, cache, dispatcher))
+    # Without a broker there is no beat either: the periodic jobs are enqueued from this process.
+    scheduler = (
+        None if in_process is None or not settings.in_process_schedule else InProcessScheduler(in_process)
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +72,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         await pubsub.start()
+        if scheduler is not None:
+            scheduler.start()
         yield
+        if scheduler is not None:
+            await scheduler.stop()
         if in_process is not None:
             await in_process.drain(SHUTDOWN_GRACE)
         await pubsub.close()
@@ -92,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.mailer = mailer
     app.state.pubsub = pubsub
     app.state.dispatcher = dispatcher
+    app.state.jobs = in_process  # the in-process queue, or None with Celery
     app.state.limiter = limiter
     app.state.cache = cache
 

@@ -29,7 +29,6 @@ from tests.factories import Api
 
 TEST_DATABASE_URL = os.environ.get("CONDUIT_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("CONDUIT_TEST_REDIS_URL") or None
-JOB_GRACE = 10.0  # seconds for a test's in-process jobs to end before its tables are emptied
 
 
 def _plain(url: str) -> str:
@@ -70,6 +69,7 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
         "cache_prefix": f"test-{uuid.uuid4().hex}",
         # Jobs run in the test's own process; tests/workers runs them through a real Celery worker.
         "task_backend": "inprocess",
+        "in_process_schedule": False,  # periodic jobs run when a test says so (tests/workers)
         "task_queue": f"test-{uuid.uuid4().hex}",
         # Every test request comes from the one ASGITransport client address: the real per-IP default
         # (600/minute) would throttle the suite. tests/security/test_rate_limiting.py tests the limits.
@@ -116,6 +116,16 @@ def cache(app: FastAPI) -> Cache:
     return cache
 
 
+JOB_GRACE = 60.0  # seconds for a test's in-process jobs to finish before they are cancelled
+
+
+async def _finish_jobs(app: FastAPI) -> None:
+    """Let the in-process jobs a test started finish: left running, they would race the emptying of
+    the tables they work on (a deadlock on PostgreSQL) or reach into the next test."""
+    if app.state.jobs is not None:
+        await app.state.jobs.drain(JOB_GRACE)
+
+
 @pytest.fixture(autouse=True)
 async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every test starts from empty tables (only for tests that touch the database)."""
@@ -123,10 +133,8 @@ async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]
     if "engine" not in request.fixturenames:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
-    app = request.getfixturevalue("app")
-    # Jobs the test's requests started (a new article's fan-out) end first: on PostgreSQL, truncating
-    # the tables they write to deadlocks with them.
-    await app.state.dispatcher.queue.drain(JOB_GRACE)
+    app: FastAPI = request.getfixturevalue("app")
+    await _finish_jobs(app)
     await app.state.cache.invalidate()
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as connection:
@@ -185,7 +193,7 @@ async def make_client(database_url: str, tmp_path: Path, engine: AsyncEngine) ->
 
     yield make
     for http, _ in opened:
-        await http.app.state.dispatcher.queue.drain(JOB_GRACE)  # type: ignore[attr-defined]
+        await _finish_jobs(http.app)  # type: ignore[attr-defined]
         await http.aclose()
         await http.app.state.limiter.close()  # type: ignore[attr-defined]
         await http.app.state.engine.dispose()  # type: ignore[attr-defined]

@@ -156,7 +156,12 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     # "auto": Celery when a broker is configured, in-process otherwise.
     task_backend: Literal["auto", "celery", "inprocess"] = "auto"
+    # Without Celery: run the periodic jobs (housekeeping, digest) in this process. With Celery, beat does.
+    in_process_schedule: bool = True
     task_queue: str = "conduit"  # Celery queue name, so deployments (and test runs) never share jobs
+    # Seconds before Redis hands an unacknowledged job (its worker died) to another worker; default:
+    # the longest job time limit + 60 s. Shorter than a job's run time means running it twice.
+    task_visibility_timeout: int | None = Field(default=None, ge=1)
     export_dir: Path | None = None  # finished exports; default var_dir/exports
     export_retention_days: int = Field(default=7, ge=1)
     notification_retention_days: int = Field(

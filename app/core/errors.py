@@ -39,10 +39,18 @@ class AppError(Exception):
     # True when the work done before the error must be committed anyway (see get_session).
     keeps_changes: bool = False
 
-    def __init__(self, detail: str, *, fields: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        fields: Mapping[str, Sequence[str]] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.fields = {name: list(messages) for name, messages in (fields or {}).items()}
+        # RFC 9457 extension members (e.g. the export a conflict is about), added to the problem body.
+        self.extensions = dict(extensions or {})
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -142,11 +150,12 @@ def problem_response(
     code: str,
     fields: Mapping[str, Sequence[str]] | None = None,
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> Response:
     errors: dict[str, list[str]] = {"body": [detail]}
     for name, messages in (fields or {}).items():
         errors.setdefault(name, []).extend(messages)
-    body = {
+    body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
@@ -155,6 +164,8 @@ def problem_response(
         "code": code,
         "errors": errors,
     }
+    for name, value in (extensions or {}).items():
+        body.setdefault(name, value)  # never in place of a standard member
     return Response(
         orjson.dumps(body),
         status_code=status,
@@ -218,6 +229,7 @@ async def _app_error(request: Request, exc: Exception) -> Response:
         code=exc.code,
         fields=exc.fields,
         headers=exc.headers(),
+        extensions=exc.extensions,
     )
 
 

@@ -2,9 +2,10 @@
 
 A pure ASGI middleware over successful GET/HEAD responses under the API. It hashes the body the
 endpoint produced (for cached documents, bytes taken straight from the cache), so a client holding
-the current version gets a bodiless 304. Authenticated responses are ``private, no-cache`` (set by the
-security headers middleware, outside this one): the browser may keep them but must revalidate, which
-the ETag makes cheap.
+the current version gets a bodiless 304. Responses that carry an ETag of their own (files, streamed
+rather than held in memory) pass through untouched. Authenticated responses are ``private, no-cache``
+(set by the security headers middleware, outside this one): the browser may keep them but must
+revalidate, which the ETag makes cheap.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class HttpCacheMiddleware:
         async def send_with_etag(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
-                if message["status"] != 200:
+                # A response with a validator of its own (a file download) streams through unbuffered.
+                if message["status"] != 200 or "etag" in Headers(raw=message.get("headers", [])):
                     await send(message)
                     return
                 start = message

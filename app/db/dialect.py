@@ -12,15 +12,20 @@ from sqlalchemy.sql import ColumnElement, func
 from sqlalchemy.sql.dml import Insert
 
 
-def insert_ignoring_conflicts(session: AsyncSession, table: Any, *index_elements: Any) -> Insert:
+def insert_ignoring_conflicts(
+    session: AsyncSession, table: Any, *index_elements: Any, index_where: Any = None
+) -> Insert:
     """``INSERT … ON CONFLICT DO NOTHING``: concurrent duplicates become no-ops, not errors.
 
     Unlike check-then-insert this is race-free, and unlike catching ``IntegrityError`` it leaves
-    the transaction usable on PostgreSQL.
+    the transaction usable on PostgreSQL. ``index_where`` names a partial unique index by its predicate.
     """
+    elements = list(index_elements) or None
     if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index_elements) or None)
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements) or None)
+        return postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=elements, index_where=index_where
+        )
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=elements, index_where=index_where)
 
 
 def json_array_agg(session: AsyncSession, column: QueryableAttribute[Any]) -> ColumnElement[Any]:

@@ -42,6 +42,8 @@ class User(Base):
     email_on_follow: Mapped[bool] = mapped_column(default=True, server_default=true())
     email_on_comment: Mapped[bool] = mapped_column(default=True, server_default=true())
     weekly_digest: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The ISO week ("2026-W48") of the last weekly digest claimed for this user: one digest per week.
+    digest_week: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -1,10 +1,11 @@
-"""The Celery app: ``conduit worker`` (or ``celery -A app.workers.celery_app worker``) and ``conduit beat``.
+"""The Celery app: ``conduit worker`` (or ``celery -A app.workers.celery_app:celery_app worker``) and
+``conduit beat`` (the periodic jobs of ``app/workers/schedule.py``).
 
 Every registered job (``app/workers/registry.py``) becomes a task: ``acks_late`` with
 ``reject_on_worker_lost`` (a job whose worker dies is delivered again, so jobs are idempotent),
 retried with exponential backoff on transient errors, with soft and hard time limits. The broker's
-visibility timeout is set just above the longest hard limit, not Redis's default hour, so a job lost
-with its worker comes back within minutes.
+visibility timeout is set just above the longest hard limit (or ``CONDUIT_TASK_VISIBILITY_TIMEOUT``),
+not Redis's default hour, so a job lost with its worker comes back within minutes.
 
 Async job code runs on one event loop per worker process (per thread with a thread pool), kept for
 the life of the process, with its own engine and connections: never a new loop per call.
@@ -25,8 +26,9 @@ from app.core.outbox import Dispatcher
 from app.core.pubsub import create_pubsub
 from app.db.session import create_engine, create_sessionmaker
 from app.workers.context import JobContext
-from app.workers.queue import TRANSIENT_ERRORS, CeleryQueue
-from app.workers.registry import load_jobs, longest_time_limit, run_job
+from app.workers.queue import TRANSIENT_ERRORS, CeleryQueue, visibility_timeout
+from app.workers.registry import load_jobs, run_job
+from app.workers.schedule import beat_schedule
 
 _local = threading.local()
 
@@ -58,8 +60,15 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
+        result_expires=None,  # no results are kept: beat needs no daily cleanup task
         worker_prefetch_multiplier=1,  # with acks_late: a busy worker does not hoard jobs
-        broker_transport_options={"visibility_timeout": int(longest_time_limit()) + 60},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout(settings),
+            # Redis keys under the queue's name, unacknowledged jobs included: deployments (and test
+            # runs) sharing a Redis never restore each other's jobs. (RabbitMQ ignores both options.)
+            "global_keyprefix": f"{settings.task_queue}:",
+        },
+        beat_schedule=beat_schedule(settings.task_queue),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
@@ -84,4 +93,12 @@ def create_celery(settings: Settings) -> Celery:
     return celery
 
 
-celery_app = create_celery(get_settings())
+def __getattr__(name: str) -> Celery:
+    """``celery_app``, built from the environment on first use (``celery -A
+    app.workers.celery_app:celery_app worker``): importing this module for :func:`create_celery`, as
+    the API does with settings of its own, reads no settings."""
+    if name == "celery_app":
+        celery: Celery = create_celery(get_settings())
+        globals()[name] = celery
+        return celery
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

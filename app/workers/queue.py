@@ -17,11 +17,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.core.outbox import Job
-from app.workers.registry import load_jobs, run_job
+from app.workers.registry import load_jobs, longest_time_limit, run_job
 
 if TYPE_CHECKING:
     from celery import Celery
 
+    from app.core.config import Settings
     from app.workers.context import JobContext
 
 logger = logging.getLogger("conduit.jobs")
@@ -35,6 +36,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 BACKOFF_BASE = 1.0  # seconds; doubled per attempt, with jitter
 BACKOFF_MAX = 300.0
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds before Redis hands a job that was delivered but never acknowledged (its worker died)
+    to another worker. It must exceed the longest job, or a job still running is run twice."""
+    return settings.task_visibility_timeout or longest_time_limit() + 60
 
 
 def backoff(attempt: int) -> float:

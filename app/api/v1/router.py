@@ -7,6 +7,7 @@ from app.api.v1.endpoints import (
     articles,
     auth,
     comments,
+    exports,
     notifications,
     profiles,
     realtime,
@@ -16,7 +17,7 @@ from app.api.v1.endpoints import (
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
     module.router
-    for module in (users, profiles, articles, comments, tags, auth, admin, notifications, realtime)
+    for module in (users, profiles, articles, comments, tags, auth, admin, notifications, exports, realtime)
 )
 
 
