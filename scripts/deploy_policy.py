@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 CONDUIT_SERVICES = ("migrate", "api", "worker", "beat")
+PHASE = "conduit-phase"
 
 
 def check_compose(config: dict[str, Any]) -> list[str]:
@@ -141,6 +142,16 @@ def check_k8s(resources: list[dict[str, Any]]) -> list[str]:
     job = _pod_spec(by_name["Job", "conduit-migrate"])["containers"][0]
     if job.get("args") != ["migrate"]:
         problems.append("k8s: the migration Job must run `conduit migrate`")
+    # The release order: what the Job needs, and the Job, are applied first (conduit-phase=pre-deploy).
+    pre_deploy = {
+        key for key, r in by_name.items() if r["metadata"].get("labels", {}).get(PHASE) == "pre-deploy"
+    }
+    for key in [("Namespace", "conduit"), ("ConfigMap", "conduit-config"), ("Job", "conduit-migrate")]:
+        if key not in pre_deploy:
+            problems.append(f"k8s: {key[0]} {key[1]} must be labelled {PHASE}=pre-deploy")
+    problems += [
+        f"k8s: {kind} {name} must not be pre-deploy" for kind, name in pre_deploy if kind == "Deployment"
+    ]
     for resource in resources:
         if resource["kind"] == "Secret":
             problems.append("k8s: no Secret belongs in the kustomization (see secret.example.yaml)")
