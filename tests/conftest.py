@@ -25,6 +25,7 @@ from app.core.config import Settings
 from app.db import migrations
 from app.db.base import Base
 from app.main import create_app
+from app.workers.queue import InProcessQueue
 from tests.factories import Api
 
 TEST_DATABASE_URL = os.environ.get("CONDUIT_TEST_DATABASE_URL")
@@ -115,6 +116,16 @@ def cache(app: FastAPI) -> Cache:
     return cache
 
 
+JOBS_GRACE = 60.0  # seconds a test's leftover background jobs get to finish (then they are cancelled)
+
+
+async def jobs_done(app: FastAPI) -> None:
+    """Wait for the background jobs the app has started (they run in-process in the tests)."""
+    queue = app.state.dispatcher.queue
+    assert isinstance(queue, InProcessQueue)
+    await queue.drain(JOBS_GRACE)
+
+
 @pytest.fixture(autouse=True)
 async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every test starts from empty tables (only for tests that touch the database)."""
@@ -122,7 +133,9 @@ async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]
     if "engine" not in request.fixturenames:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
-    await request.getfixturevalue("app").state.cache.invalidate()
+    app = request.getfixturevalue("app")
+    await jobs_done(app)  # a job still writing would deadlock with the TRUNCATE on PostgreSQL
+    await app.state.cache.invalidate()
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
@@ -180,6 +193,7 @@ async def make_client(database_url: str, tmp_path: Path, engine: AsyncEngine) ->
 
     yield make
     for http, _ in opened:
+        await jobs_done(http.app)  # type: ignore[attr-defined]
         await http.aclose()
         await http.app.state.limiter.close()  # type: ignore[attr-defined]
         await http.app.state.engine.dispose()  # type: ignore[attr-defined]
