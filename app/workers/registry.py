@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 JobFunction = Callable[..., Awaitable[None]]
 
 # The modules that define jobs; imported by load_jobs() so that every process knows every job.
-JOB_MODULES = ("app.workers.notifications",)
+JOB_MODULES = ("app.workers.notifications", "app.workers.media")
 
 
 @dataclass(frozen=True, slots=True)
