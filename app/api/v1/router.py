@@ -2,10 +2,21 @@
 
 from fastapi import APIRouter, FastAPI
 
-from app.api.v1.endpoints import admin, articles, auth, comments, notifications, profiles, tags, users
+from app.api.v1.endpoints import (
+    admin,
+    articles,
+    auth,
+    comments,
+    notifications,
+    profiles,
+    tags,
+    uploads,
+    users,
+)
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
-    module.router for module in (users, profiles, articles, comments, tags, auth, admin, notifications)
+    module.router
+    for module in (users, profiles, articles, comments, tags, auth, admin, notifications, uploads)
 )
 
 
