@@ -28,6 +28,9 @@ from app.main import create_app
 from app.workers.queue import InProcessQueue
 from tests.factories import Api
 
+# Upload fixtures (make_media, media, moto_endpoint), for tests/api and tests/security alike.
+pytest_plugins = ("tests.media",)
+
 TEST_DATABASE_URL = os.environ.get("CONDUIT_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("CONDUIT_TEST_REDIS_URL") or None
 
@@ -77,7 +80,14 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
         # Likewise for the route limits; tests/security/test_brute_force.py tests them with the defaults.
         **{
             f"rate_limit_{rule}": "100000/minute"
-            for rule in ("login_ip", "login_account", "register_ip", "refresh_family", "writes_user")
+            for rule in (
+                "login_ip",
+                "login_account",
+                "register_ip",
+                "refresh_family",
+                "writes_user",
+                "uploads_user",
+            )
         },
     }
     values.update(overrides)
