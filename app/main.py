@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.api import media
 from app.api.v1.router import include_v1
 from app.core.cache import Cache
 from app.core.config import Settings, get_settings
@@ -20,6 +21,7 @@ from app.core.outbox import Dispatcher, TaskQueue
 from app.core.pubsub import create_pubsub
 from app.core.ratelimit import RateLimiter, RateLimitMiddleware
 from app.core.security import PasswordHasher, TokenService
+from app.core.storage import create_storage
 from app.db.session import create_engine, create_sessionmaker
 from app.db.unit_of_work import UnitOfWorkMiddleware
 from app.workers.context import JobContext
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sessionmaker = create_sessionmaker(engine)
     mailer = create_mailer(settings)
     pubsub = create_pubsub(settings)
+    storage = create_storage(settings)
     in_process = None if settings.uses_celery else InProcessQueue()
     queue: TaskQueue
     if in_process is None:
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await engine.dispose()
         await limiter.close()
         await cache.close()
+        await storage.close()
 
     app = FastAPI(
         title="Conduit",
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = in_process  # the in-process queue, or None with Celery
     app.state.limiter = limiter
     app.state.cache = cache
+    app.state.storage = storage
 
     install_error_handlers(app)
     # Innermost: the unit of work wraps exactly the routes (and sees their error responses).
@@ -122,4 +127,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # After CORS, so that it wraps CORS: the middleware added last is the outermost.
     install_http_middleware(app, settings)
     include_v1(app, API_V1_PREFIX)
+    app.include_router(media.router)  # /media/{key}: uploaded files
     return app

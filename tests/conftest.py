@@ -27,6 +27,9 @@ from app.db.base import Base
 from app.main import create_app
 from tests.factories import Api
 
+# Upload fixtures (make_media, media, moto_endpoint), for tests/api and tests/security alike.
+pytest_plugins = ("tests.media",)
+
 TEST_DATABASE_URL = os.environ.get("CONDUIT_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("CONDUIT_TEST_REDIS_URL") or None
 
@@ -77,7 +80,14 @@ def make_settings(database_url: str, var_dir: Path, **overrides: object) -> Sett
         # Likewise for the route limits; tests/security/test_brute_force.py tests them with the defaults.
         **{
             f"rate_limit_{rule}": "100000/minute"
-            for rule in ("login_ip", "login_account", "register_ip", "refresh_family", "writes_user")
+            for rule in (
+                "login_ip",
+                "login_account",
+                "register_ip",
+                "refresh_family",
+                "writes_user",
+                "uploads_user",
+            )
         },
     }
     values.update(overrides)
@@ -119,7 +129,7 @@ def cache(app: FastAPI) -> Cache:
 JOB_GRACE = 60.0  # seconds for a test's in-process jobs to finish before they are cancelled
 
 
-async def _finish_jobs(app: FastAPI) -> None:
+async def jobs_done(app: FastAPI) -> None:
     """Let the in-process jobs a test started finish: left running, they would race the emptying of
     the tables they work on (a deadlock on PostgreSQL) or reach into the next test."""
     if app.state.jobs is not None:
@@ -134,7 +144,7 @@ async def _empty_database(request: pytest.FixtureRequest) -> AsyncIterator[None]
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
     app: FastAPI = request.getfixturevalue("app")
-    await _finish_jobs(app)
+    await jobs_done(app)
     await app.state.cache.invalidate()
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as connection:
@@ -193,7 +203,7 @@ async def make_client(database_url: str, tmp_path: Path, engine: AsyncEngine) ->
 
     yield make
     for http, _ in opened:
-        await _finish_jobs(http.app)  # type: ignore[attr-defined]
+        await jobs_done(http.app)  # type: ignore[attr-defined]
         await http.aclose()
         await http.app.state.limiter.close()  # type: ignore[attr-defined]
         await http.app.state.engine.dispose()  # type: ignore[attr-defined]

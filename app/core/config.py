@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     rate_limit_register_ip: str = "10/minute"
     rate_limit_refresh_family: str = "30/minute"
     rate_limit_writes_user: str = "60/minute"
+    rate_limit_uploads_user: str = "60/hour"
 
     @field_validator(
         "rate_limit_default_ip",
@@ -128,6 +129,7 @@ class Settings(BaseSettings):
         "rate_limit_register_ip",
         "rate_limit_refresh_family",
         "rate_limit_writes_user",
+        "rate_limit_uploads_user",
     )
     @classmethod
     def _one_rate_limit(cls, value: str) -> str:
@@ -171,6 +173,39 @@ class Settings(BaseSettings):
     ws_heartbeat_interval: float = Field(default=30.0, gt=0, description="seconds between pings")
     ws_queue_size: int = Field(default=100, ge=1, description="messages queued per socket before a resync")
 
+    # --- uploads (app/services/media.py) and their storage (app/core/storage.py) ---
+    upload_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="largest accepted file")
+    # Checked from the image header before decoding. At most Pillow's own MAX_IMAGE_PIXELS, above which
+    # Pillow itself warns (and refuses at twice as many).
+    upload_max_pixels: int = Field(default=40_000_000, gt=0, le=89_478_485)
+    upload_quota_count: int = Field(default=200, ge=0, description="images stored per user")
+    upload_quota_bytes: int = Field(default=200 * 1024 * 1024, ge=0, description="bytes stored per user")
+    storage_backend: Literal["local", "s3"] = "local"
+    media_dir: Path | None = None  # the local backend's files; default var_dir/media
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None  # MinIO or another S3-compatible service; unset: AWS
+    s3_region: str = "us-east-1"
+    # Unset: boto3's default credential chain (environment, shared files, instance roles).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_presign_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600, description="seconds")
+    # Base of the URLs of uploaded images (e.g. https://api.example.com); unset: the request's own
+    # scheme and host, so they work behind any port or proxy.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")) or "?" in value or "#" in value:
+            raise ValueError(f"{value!r} is not an http(s) URL such as 'https://api.example.com'")
+        return value.rstrip("/")
+
+    @property
+    def effective_media_dir(self) -> Path:
+        return self.media_dir or self.var_dir / "media"
+
     @property
     def effective_broker_url(self) -> str | None:
         return self.broker_url or self.redis_url
@@ -200,6 +235,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.var_dir / 'conduit.db'}"
         if self.task_backend == "celery" and not self.effective_broker_url:
             raise ValueError("CONDUIT_TASK_BACKEND=celery needs CONDUIT_BROKER_URL or CONDUIT_REDIS_URL")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("CONDUIT_STORAGE_BACKEND=s3 needs CONDUIT_S3_BUCKET")
         self.secret_key = self._secret("secret_key", self.secret_key)
         self.password_pepper = self._secret("password_pepper", self.password_pepper)
         return self

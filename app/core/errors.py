@@ -97,6 +97,23 @@ class ValidationFailedError(AppError):
         return cls(f"{field} {message}", fields={field: [message]})
 
 
+class PayloadTooLargeError(AppError):
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(AppError):
+    status_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+
+class QuotaExceededError(AppError):
+    """Storing this would take the user past their upload quota (count or bytes)."""
+
+    status_code = HTTPStatus.FORBIDDEN
+    code = "quota_exceeded"
+
+
 class ServiceUnavailableError(AppError):
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
     code = "service_unavailable"

@@ -23,7 +23,7 @@ def weak_etag(body: bytes) -> str:
     return f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
 
-def _matches(if_none_match: str, etag: str) -> bool:
+def etag_matches(if_none_match: str, etag: str) -> bool:
     """RFC 9110 §13.1.2: weak comparison against any listed tag, or ``*``."""
     candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
     return "*" in candidates or etag.removeprefix("W/") in candidates
@@ -74,7 +74,7 @@ class HttpCacheMiddleware:
             headers["ETag"] = etag
             if anonymous and "cache-control" not in headers:
                 headers["Cache-Control"] = self.public_cache_control
-            if if_none_match and _matches(if_none_match, etag):
+            if if_none_match and etag_matches(if_none_match, etag):
                 del headers["content-length"]
                 if "content-type" in headers:
                     del headers["content-type"]

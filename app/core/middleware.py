@@ -24,8 +24,13 @@ from app.core.profiling import ProfilingMiddleware
 
 API_PREFIX = "/api/v1"
 # Responses that carry tokens or credentials, whatever the method: never stored by any cache.
-CREDENTIAL_PATHS = frozenset({f"{API_PREFIX}/users", f"{API_PREFIX}/users/login", f"{API_PREFIX}/user"})
+CREDENTIAL_PATHS = frozenset(
+    {f"{API_PREFIX}/users", f"{API_PREFIX}/users/login", f"{API_PREFIX}/user", f"{API_PREFIX}/user/avatar"}
+)
 CREDENTIAL_PREFIX = f"{API_PREFIX}/auth/"
+# Upload routes cap their multipart bodies themselves while streaming them (app/api/v1/multipart.py).
+UPLOAD_PATHS = re.compile(rf"{API_PREFIX}/(?:user/avatar|articles/[^/]+/images)")
+MEDIA_PREFIX = "/media/"  # stored uploads (app/api/media.py)
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -84,19 +89,21 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 # Encoded once: appended as they are to every response (this runs on every request).
 _RAW_SECURITY_HEADERS = _raw(SECURITY_HEADERS)
+# Uploaded images are embedded by front ends on other origins: the one header that differs.
+_RAW_MEDIA_SECURITY_HEADERS = _raw({**SECURITY_HEADERS, "Cross-Origin-Resource-Policy": "cross-origin"})
 _RAW_HSTS = _raw({"Strict-Transport-Security": HSTS})
 
 
 def _add_headers(scope: Scope, message: Message, csp: str) -> None:
     raw = message.setdefault("headers", [])
+    path, method = scope["path"], scope["method"]
     raw[:] = [header for header in raw if header[0].lower() != b"server"]
-    raw.extend(_RAW_SECURITY_HEADERS)
+    raw.extend(_RAW_MEDIA_SECURITY_HEADERS if path.startswith(MEDIA_PREFIX) else _RAW_SECURITY_HEADERS)
     raw.append((b"content-security-policy", csp.encode("latin-1")))
     if scope["scheme"] == "https":
         raw.extend(_RAW_HSTS)
     headers = MutableHeaders(scope=message)
 
-    path, method = scope["path"], scope["method"]
     authorized = "authorization" in Headers(scope=scope)
     if carries_credentials(path):
         headers["Cache-Control"] = "no-store"
@@ -163,18 +170,30 @@ class RequestBodyTooLargeError(Exception):
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to request bodies over ``max_bytes``; the app never receives more than that."""
+    """Answers 413 to request bodies over ``max_bytes``; the app never receives more than that.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: Iterable[str] = ()) -> None:
+    Paths starting with one of ``exempt_prefixes``, or matching ``exempt_paths`` as a whole, are left
+    to routes that enforce a limit of their own.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        exempt_prefixes: Iterable[str] = (),
+        exempt_paths: re.Pattern[str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt_prefixes = tuple(exempt_prefixes)
+        self.exempt_paths = exempt_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or scope["method"] in BODILESS_METHODS  # their routes never read a body
             or scope["path"].startswith(self.exempt_prefixes)
+            or (self.exempt_paths is not None and self.exempt_paths.fullmatch(scope["path"]))
         ):
             await self.app(scope, receive, send)
             return
@@ -289,6 +308,7 @@ def install_http_middleware(app: FastAPI, settings: Settings) -> None:
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         exempt_prefixes=settings.body_limit_exempt_prefixes,
+        exempt_paths=UPLOAD_PATHS,
     )
     app.add_middleware(SecurityHeadersMiddleware, headers=headers)
     if settings.https_redirect:

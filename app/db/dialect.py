@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import JSON
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
-from sqlalchemy.sql import ColumnElement, func
+from sqlalchemy.sql import ColumnElement, func, literal_column
 from sqlalchemy.sql.dml import Insert
 
 
@@ -33,3 +34,17 @@ def json_array_agg(session: AsyncSession, column: QueryableAttribute[Any]) -> Co
     if session.get_bind().dialect.name == "postgresql":
         return func.json_agg(column, type_=JSON)
     return func.json_group_array(column, type_=JSON)
+
+
+def json_objects_agg(session: AsyncSession, fields: Mapping[str, Any]) -> ColumnElement[Any]:
+    """Aggregate one JSON object per row (``{name: column}``) into a list; ``None`` or ``[]`` if no rows.
+
+    The names are constants of ours, written into the SQL as string literals.
+    """
+    assert all(name.isidentifier() for name in fields)
+    pairs: list[Any] = []
+    for name, column in fields.items():
+        pairs += [literal_column(f"'{name}'"), column]
+    if session.get_bind().dialect.name == "postgresql":
+        return func.json_agg(func.json_build_object(*pairs), type_=JSON)
+    return func.json_group_array(func.json_object(*pairs), type_=JSON)

@@ -5,6 +5,7 @@ from app.models.comment import Comment
 from app.models.export import Export, ExportState
 from app.models.notification import Notification, NotificationKind
 from app.models.token import OneTimeToken, RefreshToken, TokenPurpose
+from app.models.upload import Upload
 from app.models.user import Follow, Role, User
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "Role",
     "Tag",
     "TokenPurpose",
+    "Upload",
     "User",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, false, func, text, true
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, false, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
@@ -44,6 +44,11 @@ class User(Base):
     weekly_digest: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The ISO week ("2026-W48") of the last weekly digest claimed for this user: one digest per week.
     digest_week: Mapped[str | None] = mapped_column(String(8))
+    # The uploaded avatar's storage key (app/services/media.py); when set, it is the profile's image.
+    avatar_key: Mapped[str | None] = mapped_column(String(64))
+    # Denormalised from uploads, moved in the upload's transaction: the quota check is one UPDATE.
+    upload_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -85,6 +85,27 @@ class UpdateArticleRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"article": {"body": "With two hands"}}]})
 
 
+class ArticleImage(Schema):
+    """An image uploaded to illustrate an article (``POST /articles/{slug}/images``)."""
+
+    id: int = Field(examples=[1])
+    url: str = Field(examples=["https://api.example.com/media/images/3kTMd1Zxp2QfLq8aE0bY7w.jpg"])
+    content_type: str = Field(examples=["image/jpeg"])
+    width: int = Field(examples=[1600])
+    height: int = Field(examples=[1200])
+    variants: dict[str, str] = Field(
+        description="Smaller copies, keyed by their largest side in pixels (64, 256, 1024; never larger "
+        "than the image). A background job makes them right after the upload: empty until then.",
+        examples=[
+            {
+                "64": "https://api.example.com/media/images/3kTMd1Zxp2QfLq8aE0bY7w_64.jpg",
+                "256": "https://api.example.com/media/images/3kTMd1Zxp2QfLq8aE0bY7w_256.jpg",
+                "1024": "https://api.example.com/media/images/3kTMd1Zxp2QfLq8aE0bY7w_1024.jpg",
+            }
+        ],
+    )
+
+
 class ArticleSummary(Schema):
     """An article as it appears in lists (no body)."""
 
@@ -97,6 +118,8 @@ class ArticleSummary(Schema):
     favorited: bool = Field(examples=[False])
     favorites_count: int = Field(examples=[0])
     author: Profile
+    # Beyond the RealWorld contract, which clients ignore.
+    images: list[ArticleImage] = Field(default_factory=list, description="Oldest first.")
 
 
 class ArticleOut(ArticleSummary):

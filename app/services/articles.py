@@ -28,6 +28,7 @@ from sqlalchemy.orm import aliased
 
 from app.core.cache import Cache, mark_changed
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError
+from app.core.storage import MediaLinks
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts, json_array_agg
 from app.models import Article, ArticleTag, Favorite, Follow, NotificationKind, Role, Tag, User
@@ -39,7 +40,7 @@ from app.schemas.article import (
     NewArticle,
     UpdateArticle,
 )
-from app.services import notifications
+from app.services import media, notifications
 from app.services.documents import Refs, cached_document
 from app.services.profiles import following_expr, profile_from_row
 
@@ -74,7 +75,9 @@ def _article_select(session: AsyncSession, viewer_id: int | None, *, with_body: 
         User.username,
         User.bio,
         User.image,
+        User.avatar_key,
         tags.label("tags"),
+        media.images_column(session).label("images"),
         _favorited_expr(viewer_id).label("favorited"),
         following_expr(viewer_id, Article.author_id).label("following"),
     ]
@@ -83,7 +86,7 @@ def _article_select(session: AsyncSession, viewer_id: int | None, *, with_body: 
     return select(*columns).join(User, User.id == Article.author_id)
 
 
-def _summary_fields(row: Row[Any]) -> dict[str, Any]:
+def _summary_fields(row: Row[Any], links: MediaLinks) -> dict[str, Any]:
     return {
         "slug": row.slug,
         "title": row.title,
@@ -93,7 +96,8 @@ def _summary_fields(row: Row[Any]) -> dict[str, Any]:
         "updated_at": row.updated_at,
         "favorited": bool(row.favorited),
         "favorites_count": row.favorites_count,
-        "author": profile_from_row(row),
+        "author": profile_from_row(row, links),
+        "images": media.article_images(row.images, links),
     }
 
 
@@ -184,6 +188,7 @@ async def _page_document(
     followed_by: int | None = None,
     limit: int,
     offset: int,
+    links: MediaLinks,
 ) -> tuple[Refs, dict[str, Any]]:
     """A page of articles, newest first, with the total matching: the refs and the response document."""
     rows, total = await _page_rows(
@@ -197,7 +202,7 @@ async def _page_document(
         offset=offset,
     )
     document = ArticleListResponse(
-        articles=[ArticleSummary(**_summary_fields(row)) for row in rows], articles_count=total
+        articles=[ArticleSummary(**_summary_fields(row, links)) for row in rows], articles_count=total
     )
     return [(row.id, row.author_id) for row in rows], document.model_dump(mode="json", by_alias=True)
 
@@ -212,19 +217,30 @@ async def list_articles_json(
     favorited: str | None,
     limit: int,
     offset: int,
+    links: MediaLinks,
 ) -> bytes:
     """A page of articles as a response body, its shared part served from the cache."""
 
     async def load() -> tuple[Refs, dict[str, Any]]:
         return await _page_document(
-            session, viewer_id, tag=tag, author=author, favorited=favorited, limit=limit, offset=offset
+            session,
+            viewer_id,
+            tag=tag,
+            author=author,
+            favorited=favorited,
+            limit=limit,
+            offset=offset,
+            links=links,
         )
 
-    name = "articles:" + orjson.dumps([tag, author, favorited, limit, offset]).decode()
+    # Image URLs differ by base, so the base is part of the name.
+    name = "articles:" + orjson.dumps([tag, author, favorited, limit, offset, links.base]).decode()
     return await cached_document(session, cache, name, viewer_id, load)
 
 
-async def feed_json(session: AsyncSession, cache: Cache, viewer_id: int, *, limit: int, offset: int) -> bytes:
+async def feed_json(
+    session: AsyncSession, cache: Cache, viewer_id: int, links: MediaLinks, *, limit: int, offset: int
+) -> bytes:
     """The articles by the people ``viewer_id`` follows, as a response body.
 
     Cached per viewer (the page depends on whom they follow) under the shared generation, which any
@@ -232,9 +248,12 @@ async def feed_json(session: AsyncSession, cache: Cache, viewer_id: int, *, limi
     """
 
     async def load() -> tuple[Refs, dict[str, Any]]:
-        return await _page_document(session, viewer_id, followed_by=viewer_id, limit=limit, offset=offset)
+        return await _page_document(
+            session, viewer_id, followed_by=viewer_id, limit=limit, offset=offset, links=links
+        )
 
-    return await cached_document(session, cache, f"feed:{viewer_id}:{limit}:{offset}", viewer_id, load)
+    name = f"feed:{viewer_id}:{limit}:{offset}@{links.base}"
+    return await cached_document(session, cache, name, viewer_id, load)
 
 
 async def _article_row(session: AsyncSession, slug: str, viewer_id: int | None) -> Row[Any]:
@@ -245,20 +264,24 @@ async def _article_row(session: AsyncSession, slug: str, viewer_id: int | None) 
     return row
 
 
-async def get_article(session: AsyncSession, slug: str, viewer_id: int | None) -> ArticleOut:
+async def get_article(
+    session: AsyncSession, slug: str, viewer_id: int | None, links: MediaLinks
+) -> ArticleOut:
     row = await _article_row(session, slug, viewer_id)
-    return ArticleOut(**_summary_fields(row), body=row.body)
+    return ArticleOut(**_summary_fields(row, links), body=row.body)
 
 
-async def article_json(session: AsyncSession, cache: Cache, slug: str, viewer_id: int | None) -> bytes:
+async def article_json(
+    session: AsyncSession, cache: Cache, slug: str, viewer_id: int | None, links: MediaLinks
+) -> bytes:
     """``get_article`` as a response body, its shared part served from the cache."""
 
     async def load() -> tuple[Refs, dict[str, Any]]:
         row = await _article_row(session, slug, viewer_id)
-        document = ArticleResponse(article=ArticleOut(**_summary_fields(row), body=row.body))
+        document = ArticleResponse(article=ArticleOut(**_summary_fields(row, links), body=row.body))
         return [(row.id, row.author_id)], document.model_dump(mode="json", by_alias=True)
 
-    return await cached_document(session, cache, f"article:{slug}", viewer_id, load)
+    return await cached_document(session, cache, f"article:{slug}@{links.base}", viewer_id, load)
 
 
 def _slug_base(title: str) -> str:
@@ -287,9 +310,11 @@ async def _set_tags(session: AsyncSession, article_id: int, names: list[str], *,
     )
 
 
-async def create_article(session: AsyncSession, author: User, data: NewArticle) -> ArticleOut:
+async def create_article(
+    session: AsyncSession, author: User, data: NewArticle, links: MediaLinks
+) -> ArticleOut:
     """Publish an article and return it as the author sees it."""
-    return await get_article(session, await publish_article(session, author, data), author.id)
+    return await get_article(session, await publish_article(session, author, data), author.id, links)
 
 
 async def publish_article(session: AsyncSession, author: User, data: NewArticle) -> str:
@@ -341,7 +366,9 @@ async def _owned_article(
     return article
 
 
-async def update_article(session: AsyncSession, user: User, slug: str, changes: UpdateArticle) -> ArticleOut:
+async def update_article(
+    session: AsyncSession, user: User, slug: str, changes: UpdateArticle, links: MediaLinks
+) -> ArticleOut:
     """Change the fields sent. The slug stays stable, so links to the article keep working."""
     article = await _owned_article(session, user, slug)
     if changes.title is not None:
@@ -355,12 +382,13 @@ async def update_article(session: AsyncSession, user: User, slug: str, changes: 
     if changes.tag_list is not None:
         await _set_tags(session, article.id, changes.tag_list, replace=True)
     mark_changed(session)
-    return await get_article(session, slug, user.id)
+    return await get_article(session, slug, user.id, links)
 
 
 async def delete_article(session: AsyncSession, user: User, slug: str) -> None:
     """Delete an article with its comments, favorites and tag links (its author or a moderator)."""
     article = await _owned_article(session, user, slug, moderating=True)
+    await media.forget_article_images(session, article.id)
     await session.delete(article)
     await session.execute(
         update(User).where(User.id == article.author_id).values(articles_count=User.articles_count - 1)
@@ -382,7 +410,7 @@ async def article_ref_by_slug(session: AsyncSession, slug: str) -> tuple[int, in
     return row.id, row.author_id
 
 
-async def favorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
+async def favorite(session: AsyncSession, user: User, slug: str, links: MediaLinks) -> ArticleOut:
     """Favorite an article. Idempotent; the count moves only when a favorite row was inserted."""
     article_id, author_id = await article_ref_by_slug(session, slug)
     inserted = await session.execute(
@@ -403,11 +431,12 @@ async def favorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
             kind=NotificationKind.FAVORITE,
             actor_id=user.id,
             article_id=article_id,
+            links=links,
         )
-    return await get_article(session, slug, user.id)
+    return await get_article(session, slug, user.id, links)
 
 
-async def unfavorite(session: AsyncSession, user: User, slug: str) -> ArticleOut:
+async def unfavorite(session: AsyncSession, user: User, slug: str, links: MediaLinks) -> ArticleOut:
     """Remove a favorite. Idempotent; the count moves only when a favorite row was deleted."""
     article_id = await article_id_by_slug(session, slug)
     deleted = await session.execute(
@@ -422,4 +451,4 @@ async def unfavorite(session: AsyncSession, user: User, slug: str) -> ArticleOut
             .values(favorites_count=Article.favorites_count - 1)
         )
         mark_changed(session)
-    return await get_article(session, slug, user.id)
+    return await get_article(session, slug, user.id, links)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.cache import Cache, mark_changed
 from app.core.errors import NotFoundError, PermissionDeniedError
 from app.core.mail import EmailMessageData
+from app.core.storage import MediaLinks
 from app.models import Article, Comment, NotificationKind, User
 from app.schemas.comment import CommentListResponse, CommentOut
 from app.services import notifications
@@ -32,6 +33,7 @@ async def _comment_rows(
             User.username,
             User.bio,
             User.image,
+            User.avatar_key,
             following_expr(viewer_id, Comment.author_id).label("following"),
         )
         .join(User, User.id == Comment.author_id)
@@ -41,29 +43,37 @@ async def _comment_rows(
     return list((await session.execute(stmt)).all())
 
 
-def _comment(row: Row[*tuple[Any, ...]]) -> CommentOut:
+def _comment(row: Row[*tuple[Any, ...]], links: MediaLinks) -> CommentOut:
     return CommentOut(
         id=row.id,
         body=row.body,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        author=profile_from_row(row),
+        author=profile_from_row(row, links),
     )
 
 
-async def comments_json(session: AsyncSession, cache: Cache, slug: str, viewer_id: int | None) -> bytes:
+async def comments_json(
+    session: AsyncSession, cache: Cache, slug: str, viewer_id: int | None, links: MediaLinks
+) -> bytes:
     """``list_comments`` as a response body, its shared part served from the cache."""
 
     async def load() -> tuple[Refs, dict[str, Any]]:
         rows = await _comment_rows(session, slug, viewer_id)
-        document = CommentListResponse(comments=[_comment(row) for row in rows])
+        document = CommentListResponse(comments=[_comment(row, links) for row in rows])
         return [(None, row.author_id) for row in rows], document.model_dump(mode="json", by_alias=True)
 
-    return await cached_document(session, cache, f"comments:{slug}", viewer_id, load)
+    return await cached_document(session, cache, f"comments:{slug}@{links.base}", viewer_id, load)
 
 
 async def add_comment(
-    session: AsyncSession, author: User, slug: str, body: str, *, frontend_url: str | None = None
+    session: AsyncSession,
+    author: User,
+    slug: str,
+    body: str,
+    links: MediaLinks,
+    *,
+    frontend_url: str | None = None,
 ) -> tuple[CommentOut, EmailMessageData | None]:
     """Comment on an article and notify its author. Returns the comment and, if the author asked
     for one, the email to send them after the response."""
@@ -80,13 +90,14 @@ async def add_comment(
         article_id=article_id,
         comment_id=comment.id,
         frontend_url=frontend_url,
+        links=links,
     )
     out = CommentOut(
         id=comment.id,
         body=comment.body,
         created_at=comment.created_at,
         updated_at=comment.updated_at,
-        author=profile_of(author, following=False),
+        author=profile_of(author, links, following=False),
     )
     return out, email
 

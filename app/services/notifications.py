@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 
 from app.core.mail import EmailMessageData
 from app.core.outbox import Enqueue, Job, Publish, after_commit
+from app.core.storage import RELATIVE_LINKS, MediaLinks
 from app.db.base import utcnow
 from app.models import Article, Follow, Notification, NotificationKind, User
 from app.schemas.notification import NotificationArticle, NotificationListResponse, NotificationOut, Ref
@@ -37,6 +38,7 @@ def _select() -> Any:
             Actor.username,
             Actor.bio,
             Actor.image,
+            Actor.avatar_key,
             following.label("following"),
             Article.slug,
             Article.title,
@@ -46,12 +48,13 @@ def _select() -> Any:
     )
 
 
-def _out(row: Row[Any]) -> NotificationOut:
+def _out(row: Row[Any], links: MediaLinks) -> NotificationOut:
     notification: Notification = row[0]
+    image = links.avatar(row.image, row.avatar_key)
     return NotificationOut(
         id=notification.id,
         kind=NotificationKind(notification.kind),
-        actor=Profile(username=row.username, bio=row.bio, image=row.image, following=bool(row.following))
+        actor=Profile(username=row.username, bio=row.bio, image=image, following=bool(row.following))
         if row.username is not None
         else None,
         article=NotificationArticle(slug=row.slug, title=row.title) if row.slug is not None else None,
@@ -67,13 +70,13 @@ def message(notification: NotificationOut) -> dict[str, Any]:
     return {"type": "notification", "data": notification.model_dump(mode="json", by_alias=True)}
 
 
-async def _push(session: AsyncSession, ids: list[int]) -> None:
+async def _push(session: AsyncSession, ids: list[int], links: MediaLinks) -> None:
     """Render the notifications ``ids`` and defer their pushes until the commit."""
     if not ids:
         return
     rows = (await session.execute(_select().where(Notification.id.in_(ids)).order_by(Notification.id))).all()
     for row in rows:
-        after_commit(session, Publish(row[0].recipient_id, message(_out(row))))
+        after_commit(session, Publish(row[0].recipient_id, message(_out(row, links))))
 
 
 async def notify(
@@ -86,10 +89,12 @@ async def notify(
     comment_id: int | None = None,
     export_id: int | None = None,
     frontend_url: str | None = None,
+    links: MediaLinks = RELATIVE_LINKS,
 ) -> EmailMessageData | None:
     """Record a notification for ``recipient_id`` (not if they caused it themselves) and push it
     once the transaction commits. Returns the email to send after the response if the recipient
-    asked for emails of this kind (and ``frontend_url`` is given for its link)."""
+    asked for emails of this kind (and ``frontend_url`` is given for its link). ``links`` render the
+    actor's avatar (notifications without an actor need none)."""
     if actor_id is not None and actor_id == recipient_id:
         return None
     notification_id = await session.scalar(
@@ -118,7 +123,7 @@ async def notify(
         .where(Notification.id == notification_id)
     )
     row = (await session.execute(stmt)).one()
-    notification = _out(row)
+    notification = _out(row, links)
     after_commit(session, Publish(recipient_id, message(notification)))
     wanted = (kind == NotificationKind.FOLLOW and row.email_on_follow) or (
         kind == NotificationKind.COMMENT and row.email_on_comment
@@ -157,7 +162,7 @@ def announce_article(session: AsyncSession, article_id: int) -> None:
     after_commit(session, Enqueue((Job(ARTICLE_PUBLISHED, {"article_id": article_id}),)))
 
 
-async def notify_followers_of_article(session: AsyncSession, article_id: int) -> int:
+async def notify_followers_of_article(session: AsyncSession, article_id: int, links: MediaLinks) -> int:
     """Notify every follower of the article's author, once each (running it again adds nothing):
     one ``INSERT … SELECT`` whatever the number of followers. Only people who followed before the
     article appeared: the job runs after the commit, when later followers may exist. Returns how many
@@ -189,7 +194,7 @@ async def notify_followers_of_article(session: AsyncSession, article_id: int) ->
         .returning(Notification.id)
     )
     ids = list(inserted)
-    await _push(session, ids)
+    await _push(session, ids, links)
     return len(ids)
 
 
@@ -203,7 +208,7 @@ async def unread_count(session: AsyncSession, user_id: int) -> int:
 
 
 async def list_notifications(
-    session: AsyncSession, user_id: int, *, unread: bool, before: int | None, limit: int
+    session: AsyncSession, user_id: int, links: MediaLinks, *, unread: bool, before: int | None, limit: int
 ) -> NotificationListResponse:
     """Newest first, ``limit`` at a time; ``before`` is the cursor (the previous page's ``nextCursor``)."""
     stmt = _select().where(Notification.recipient_id == user_id)
@@ -212,7 +217,7 @@ async def list_notifications(
     if before is not None:
         stmt = stmt.where(Notification.id < before)
     rows = (await session.execute(stmt.order_by(Notification.id.desc()).limit(limit + 1))).all()
-    page = [_out(row) for row in rows[:limit]]
+    page = [_out(row, links) for row in rows[:limit]]
     return NotificationListResponse(
         notifications=page,
         unread_count=await unread_count(session, user_id),

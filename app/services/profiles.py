@@ -11,6 +11,7 @@ from sqlalchemy.orm import QueryableAttribute
 from app.core.cache import Cache, mark_changed
 from app.core.errors import NotFoundError, ValidationFailedError
 from app.core.mail import EmailMessageData
+from app.core.storage import MediaLinks
 from app.db.dialect import insert_ignoring_conflicts
 from app.models import Follow, NotificationKind, User
 from app.schemas.profile import Profile, ProfileResponse
@@ -25,18 +26,33 @@ def following_expr(viewer_id: int | None, author_id: QueryableAttribute[int]) ->
     return exists().where(Follow.follower_id == viewer_id, Follow.followee_id == author_id)
 
 
-def profile_from_row(row: Row[*tuple[Any, ...]]) -> Profile:
-    """The author profile of a row that selected ``username, bio, image, following``."""
-    return Profile(username=row.username, bio=row.bio, image=row.image, following=bool(row.following))
+def profile_from_row(row: Row[*tuple[Any, ...]], links: MediaLinks) -> Profile:
+    """The author profile of a row that selected ``username, bio, image, avatar_key, following``."""
+    return Profile(
+        username=row.username,
+        bio=row.bio,
+        image=links.avatar(row.image, row.avatar_key),
+        following=bool(row.following),
+    )
 
 
-def profile_of(user: User, *, following: bool) -> Profile:
-    return Profile(username=user.username, bio=user.bio, image=user.image, following=following)
+def profile_of(user: User, links: MediaLinks, *, following: bool) -> Profile:
+    return Profile(
+        username=user.username,
+        bio=user.bio,
+        image=links.avatar(user.image, user.avatar_key),
+        following=following,
+    )
 
 
 async def _profile_row(session: AsyncSession, username: str, viewer_id: int | None) -> Row[*tuple[Any, ...]]:
     stmt = select(
-        User.id, User.username, User.bio, User.image, following_expr(viewer_id, User.id).label("following")
+        User.id,
+        User.username,
+        User.bio,
+        User.image,
+        User.avatar_key,
+        following_expr(viewer_id, User.id).label("following"),
     ).where(User.username == username)
     row: Row[*tuple[Any, ...]] | None = (await session.execute(stmt)).one_or_none()
     if row is None:
@@ -44,14 +60,17 @@ async def _profile_row(session: AsyncSession, username: str, viewer_id: int | No
     return row
 
 
-async def profile_json(session: AsyncSession, cache: Cache, username: str, viewer_id: int | None) -> bytes:
+async def profile_json(
+    session: AsyncSession, cache: Cache, username: str, viewer_id: int | None, links: MediaLinks
+) -> bytes:
     """``get_profile`` as a response body, its shared part served from the cache."""
 
     async def load() -> tuple[Refs, dict[str, Any]]:
         row = await _profile_row(session, username, viewer_id)
-        return [(None, row.id)], ProfileResponse(profile=profile_from_row(row)).model_dump(mode="json")
+        return [(None, row.id)], ProfileResponse(profile=profile_from_row(row, links)).model_dump(mode="json")
 
-    return await cached_document(session, cache, f"profile:{username}", viewer_id, load)
+    name = f"profile:{username}@{links.base}"  # image URLs differ by base
+    return await cached_document(session, cache, name, viewer_id, load)
 
 
 async def _user_by_username(session: AsyncSession, username: str) -> User:
@@ -62,7 +81,12 @@ async def _user_by_username(session: AsyncSession, username: str) -> User:
 
 
 async def follow(
-    session: AsyncSession, follower: User, username: str, *, frontend_url: str | None = None
+    session: AsyncSession,
+    follower: User,
+    username: str,
+    links: MediaLinks,
+    *,
+    frontend_url: str | None = None,
 ) -> tuple[Profile, EmailMessageData | None]:
     """Follow ``username``. Idempotent: following twice is the same as once (and notifies once).
     Returns the profile and, if the followee asked for one, the email to send them after the response."""
@@ -83,15 +107,16 @@ async def follow(
             kind=NotificationKind.FOLLOW,
             actor_id=follower.id,
             frontend_url=frontend_url,
+            links=links,
         )
-    return profile_of(followee, following=True), email
+    return profile_of(followee, links, following=True), email
 
 
-async def unfollow(session: AsyncSession, follower: User, username: str) -> Profile:
+async def unfollow(session: AsyncSession, follower: User, username: str, links: MediaLinks) -> Profile:
     """Stop following ``username``. Idempotent."""
     followee = await _user_by_username(session, username)
     await session.execute(
         delete(Follow).where(Follow.follower_id == follower.id, Follow.followee_id == followee.id)
     )
     mark_changed(session)  # the follower's cached flags and feed
-    return profile_of(followee, following=False)
+    return profile_of(followee, links, following=False)

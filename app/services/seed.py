@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.security import PasswordHasher
+from app.core.storage import RELATIVE_LINKS
 from app.models import User
 from app.schemas.article import NewArticle
 from app.services import articles as article_service
@@ -101,7 +102,9 @@ async def _relate(
             async with sessionmaker() as session:
                 for follower, other in follows[start : start + BATCH]:
                     followee = other + (other >= follower)  # skip the follower themself
-                    await profile_service.follow(session, users[follower], users[followee].username)
+                    await profile_service.follow(
+                        session, users[follower], users[followee].username, RELATIVE_LINKS
+                    )
                 await session.commit()
     if not slugs:
         return
@@ -110,12 +113,12 @@ async def _relate(
     for start in range(0, len(favorites), BATCH):
         async with sessionmaker() as session:
             for user, article in favorites[start : start + BATCH]:
-                await article_service.favorite(session, users[user], slugs[article])
+                await article_service.favorite(session, users[user], slugs[article], RELATIVE_LINKS)
             await session.commit()
     for start in range(0, counts.comments, BATCH):
         async with sessionmaker() as session:
             for _ in range(start, min(start + BATCH, counts.comments)):
                 await comment_service.add_comment(
-                    session, rng.choice(users), rng.choice(slugs), _sentence(rng, 12)
+                    session, rng.choice(users), rng.choice(slugs), _sentence(rng, 12), RELATIVE_LINKS
                 )
             await session.commit()

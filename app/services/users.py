@@ -12,6 +12,7 @@ from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts
 from app.models import RefreshToken, User
 from app.schemas.user import UpdateUser, UpdateUserSettings, UserSettings
+from app.services import media
 from app.services.auth import end_sessions
 from app.services.password_policy import check_password
 
@@ -183,8 +184,11 @@ async def update_user(
         )
     if changes.bio is not None:
         user.bio = changes.bio
-    if "image" in changes.model_fields_set:
+    # The latest of an upload and a URL wins; a client sending back the avatar's own URL (as settings
+    # forms do) keeps it.
+    if "image" in changes.model_fields_set and not media.is_avatar_url(changes.image, user):
         user.image = changes.image or ""
+        await media.remove_avatar(session, user)
     user.updated_at = utcnow()
     await session.flush()
     mark_changed(session)  # the user's profile appears in cached articles and comments

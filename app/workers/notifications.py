@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.core.storage import links_for
 from app.services import notifications
 from app.services.notifications import ARTICLE_PUBLISHED
 from app.workers.context import JobContext
@@ -12,4 +13,4 @@ from app.workers.registry import job
 async def article_published(ctx: JobContext, article_id: int) -> None:
     """Notify the author's followers (idempotent: a redelivered job notifies nobody twice)."""
     async with ctx.unit_of_work() as session:
-        await notifications.notify_followers_of_article(session, article_id)
+        await notifications.notify_followers_of_article(session, article_id, links_for(ctx.settings))

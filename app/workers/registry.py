@@ -23,6 +23,7 @@ JOB_MODULES = (
     "app.workers.exports",
     "app.workers.digest",
     "app.workers.housekeeping",
+    "app.workers.media",
 )
 
 

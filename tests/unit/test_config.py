@@ -51,3 +51,38 @@ def test_cors_origins_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
     ]  # type: ignore[call-arg]
     monkeypatch.setenv("CONDUIT_CORS_ORIGINS", '["https://c.example"]')
     assert Settings(_env_file=None, var_dir=tmp_path).cors_origins == ["https://c.example"]  # type: ignore[call-arg]
+
+
+def test_uploads_are_stored_under_var_by_default(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, var_dir=tmp_path)  # type: ignore[call-arg]
+    assert settings.storage_backend == "local"
+    assert settings.effective_media_dir == tmp_path / "media"
+    assert settings.upload_max_bytes == 5 * 1024 * 1024
+
+
+def test_s3_storage_needs_a_bucket(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="CONDUIT_S3_BUCKET"):
+        Settings(_env_file=None, var_dir=tmp_path, storage_backend="s3")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://api.example.com/", "https://api.example.com"),
+        ("http://host:8443/conduit", "http://host:8443/conduit"),
+        ("", None),
+    ],
+)
+def test_public_url(tmp_path: Path, value: str, expected: str | None) -> None:
+    assert Settings(_env_file=None, var_dir=tmp_path, public_url=value).public_url == expected  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("value", ["api.example.com", "javascript:alert(1)", "https://api.example.com/?x=1"])
+def test_public_url_must_be_a_plain_http_url(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ValidationError, match="is not an http"):
+        Settings(_env_file=None, var_dir=tmp_path, public_url=value)  # type: ignore[call-arg]
+
+
+def test_the_pixel_limit_stays_within_pillows(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="upload_max_pixels"):
+        Settings(_env_file=None, var_dir=tmp_path, upload_max_pixels=100_000_000)  # type: ignore[call-arg]

@@ -15,6 +15,7 @@ from app.core.errors import AuthenticationError, PermissionDeniedError
 from app.core.mail import Mailer
 from app.core.ratelimit import RateLimiter
 from app.core.security import InvalidTokenError, PasswordHasher, TokenClaims, TokenService
+from app.core.storage import MediaLinks, Storage
 from app.models import Role, User
 from app.services import users as user_service
 from app.services.auth import ClientInfo
@@ -63,12 +64,26 @@ async def get_cache(request: Request) -> Cache:
     return cache
 
 
+async def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+async def get_media_links(request: Request) -> MediaLinks:
+    """URLs of stored files for this request: under ``CONDUIT_PUBLIC_URL``, or else the request's own
+    scheme, host and root path (the scheme as a trusted proxy reports it)."""
+    settings: Settings = request.app.state.settings
+    return MediaLinks(settings.public_url or str(request.base_url).rstrip("/"))
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 CacheDep = Annotated[Cache, Depends(get_cache)]
 HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
 TokensDep = Annotated[TokenService, Depends(get_tokens)]
 MailerDep = Annotated[Mailer, Depends(get_mailer)]
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+MediaLinksDep = Annotated[MediaLinks, Depends(get_media_links)]
 
 # Declared for OpenAPI, so Swagger's "Authorize" button runs the OAuth2 password flow; the header
 # itself is read once, through _authorization below.

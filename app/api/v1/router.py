@@ -12,12 +12,25 @@ from app.api.v1.endpoints import (
     profiles,
     realtime,
     tags,
+    uploads,
     users,
 )
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
     module.router
-    for module in (users, profiles, articles, comments, tags, auth, admin, notifications, exports, realtime)
+    for module in (
+        users,
+        profiles,
+        articles,
+        comments,
+        tags,
+        auth,
+        admin,
+        notifications,
+        exports,
+        uploads,
+        realtime,
+    )
 )
 
 

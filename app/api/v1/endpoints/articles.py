@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from app.api.v1.dependencies import (
     CacheDep,
     CurrentUser,
+    MediaLinksDep,
     Pagination,
     PublishingUser,
     ReaderId,
@@ -44,6 +45,7 @@ async def list_articles(
     cache: CacheDep,
     viewer_id: ViewerId,
     page: Pagination,
+    links: MediaLinksDep,
     tag: FilterQuery = None,
     author: FilterQuery = None,
     favorited: FilterQuery = None,
@@ -58,6 +60,7 @@ async def list_articles(
             favorited=favorited,
             limit=page.limit,
             offset=page.offset,
+            links=links,
         )
     )
 
@@ -69,9 +72,13 @@ async def list_articles(
     description="Articles by the users the caller follows, newest first.",
     responses=error_responses(401, 422),
 )
-async def feed(session: SessionDep, cache: CacheDep, reader_id: ReaderId, page: Pagination) -> Response:
+async def feed(
+    session: SessionDep, cache: CacheDep, reader_id: ReaderId, page: Pagination, links: MediaLinksDep
+) -> Response:
     return JSONBytes(
-        await article_service.feed_json(session, cache, reader_id, limit=page.limit, offset=page.offset)
+        await article_service.feed_json(
+            session, cache, reader_id, links, limit=page.limit, offset=page.offset
+        )
     )
 
 
@@ -85,9 +92,9 @@ async def feed(session: SessionDep, cache: CacheDep, reader_id: ReaderId, page: 
     responses=error_responses(401, 403, 422),
 )
 async def create_article(
-    body: NewArticleRequest, session: SessionDep, user: PublishingUser
+    body: NewArticleRequest, session: SessionDep, user: PublishingUser, links: MediaLinksDep
 ) -> ArticleResponse:
-    return ArticleResponse(article=await article_service.create_article(session, user, body.article))
+    return ArticleResponse(article=await article_service.create_article(session, user, body.article, links))
 
 
 @router.get(
@@ -97,8 +104,10 @@ async def create_article(
     description="One article with its body.",
     responses=error_responses(401, 404, 422),
 )
-async def get_article(slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId) -> Response:
-    return JSONBytes(await article_service.article_json(session, cache, slug, viewer_id))
+async def get_article(
+    slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep
+) -> Response:
+    return JSONBytes(await article_service.article_json(session, cache, slug, viewer_id, links))
 
 
 @router.put(
@@ -109,9 +118,11 @@ async def get_article(slug: SlugPath, session: SessionDep, cache: CacheDep, view
     responses=error_responses(401, 403, 404, 422),
 )
 async def update_article(
-    slug: SlugPath, body: UpdateArticleRequest, session: SessionDep, user: CurrentUser
+    slug: SlugPath, body: UpdateArticleRequest, session: SessionDep, user: CurrentUser, links: MediaLinksDep
 ) -> ArticleResponse:
-    return ArticleResponse(article=await article_service.update_article(session, user, slug, body.article))
+    return ArticleResponse(
+        article=await article_service.update_article(session, user, slug, body.article, links)
+    )
 
 
 @router.delete(
@@ -133,8 +144,10 @@ async def delete_article(slug: SlugPath, session: SessionDep, user: CurrentUser)
     description="Idempotent: favoriting again changes nothing.",
     responses=error_responses(401, 404, 422),
 )
-async def favorite(slug: SlugPath, session: SessionDep, user: CurrentUser) -> ArticleResponse:
-    return ArticleResponse(article=await article_service.favorite(session, user, slug))
+async def favorite(
+    slug: SlugPath, session: SessionDep, user: CurrentUser, links: MediaLinksDep
+) -> ArticleResponse:
+    return ArticleResponse(article=await article_service.favorite(session, user, slug, links))
 
 
 @router.delete(
@@ -144,5 +157,7 @@ async def favorite(slug: SlugPath, session: SessionDep, user: CurrentUser) -> Ar
     description="Idempotent.",
     responses=error_responses(401, 404, 422),
 )
-async def unfavorite(slug: SlugPath, session: SessionDep, user: CurrentUser) -> ArticleResponse:
-    return ArticleResponse(article=await article_service.unfavorite(session, user, slug))
+async def unfavorite(
+    slug: SlugPath, session: SessionDep, user: CurrentUser, links: MediaLinksDep
+) -> ArticleResponse:
+    return ArticleResponse(article=await article_service.unfavorite(session, user, slug, links))

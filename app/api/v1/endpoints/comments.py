@@ -11,6 +11,7 @@ from app.api.v1.dependencies import (
     CacheDep,
     CurrentUser,
     MailerDep,
+    MediaLinksDep,
     SessionDep,
     SettingsDep,
     ViewerId,
@@ -34,9 +35,9 @@ SlugPath = Annotated[str, Path(max_length=255, description="The article's slug."
     responses=error_responses(401, 404, 422),
 )
 async def list_comments(
-    slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId
+    slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep
 ) -> Response:
-    return JSONBytes(await comment_service.comments_json(session, cache, slug, viewer_id))
+    return JSONBytes(await comment_service.comments_json(session, cache, slug, viewer_id, links))
 
 
 @router.post(
@@ -55,9 +56,10 @@ async def add_comment(
     settings: SettingsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
+    links: MediaLinksDep,
 ) -> CommentResponse:
     comment, email = await comment_service.add_comment(
-        session, user, slug, body.comment.body, frontend_url=settings.frontend_url
+        session, user, slug, body.comment.body, links, frontend_url=settings.frontend_url
     )
     if email is not None:  # after the response, so after the commit; failures are only logged
         background.add_task(send_quietly, mailer, email)

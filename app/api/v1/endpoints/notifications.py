@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.v1.dependencies import CurrentUser, SessionDep
+from app.api.v1.dependencies import CurrentUser, MediaLinksDep, SessionDep
 from app.core.errors import error_responses
 from app.schemas.notification import MarkReadRequest, NotificationListResponse, UnreadCountResponse
 from app.services import notifications as notification_service
@@ -25,12 +25,13 @@ router = APIRouter(prefix="/notifications", tags=["Notifications"])
 async def list_notifications(
     session: SessionDep,
     user: CurrentUser,
+    links: MediaLinksDep,
     unread: bool = False,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="A `nextCursor`.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> NotificationListResponse:
     return await notification_service.list_notifications(
-        session, user.id, unread=unread, before=before, limit=limit
+        session, user.id, links, unread=unread, before=before, limit=limit
     )
 
 

@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Response
 
-from app.api.v1.dependencies import CacheDep, CurrentUser, MailerDep, SessionDep, SettingsDep, ViewerId
+from app.api.v1.dependencies import (
+    CacheDep,
+    CurrentUser,
+    MailerDep,
+    MediaLinksDep,
+    SessionDep,
+    SettingsDep,
+    ViewerId,
+)
 from app.core.errors import error_responses
 from app.core.mail import send_quietly
 from app.core.responses import JSONBytes
@@ -26,9 +34,9 @@ UsernamePath = Annotated[str, Path(max_length=64, description="The username of t
     responses=error_responses(401, 404, 422),
 )
 async def get_profile(
-    username: UsernamePath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId
+    username: UsernamePath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep
 ) -> Response:
-    return JSONBytes(await profile_service.profile_json(session, cache, username, viewer_id))
+    return JSONBytes(await profile_service.profile_json(session, cache, username, viewer_id, links))
 
 
 @router.post(
@@ -46,8 +54,11 @@ async def follow(
     settings: SettingsDep,
     mailer: MailerDep,
     background: BackgroundTasks,
+    links: MediaLinksDep,
 ) -> ProfileResponse:
-    profile, email = await profile_service.follow(session, user, username, frontend_url=settings.frontend_url)
+    profile, email = await profile_service.follow(
+        session, user, username, links, frontend_url=settings.frontend_url
+    )
     if email is not None:  # after the response, so after the commit; failures are only logged
         background.add_task(send_quietly, mailer, email)
     return ProfileResponse(profile=profile)
@@ -60,5 +71,7 @@ async def follow(
     description="Stop following a user. Idempotent.",
     responses=error_responses(401, 404, 422),
 )
-async def unfollow(username: UsernamePath, session: SessionDep, user: CurrentUser) -> ProfileResponse:
-    return ProfileResponse(profile=await profile_service.unfollow(session, user, username))
+async def unfollow(
+    username: UsernamePath, session: SessionDep, user: CurrentUser, links: MediaLinksDep
+) -> ProfileResponse:
+    return ProfileResponse(profile=await profile_service.unfollow(session, user, username, links))

@@ -11,6 +11,7 @@ from app.api.v1.dependencies import (
     HasherDep,
     LimiterDep,
     MailerDep,
+    MediaLinksDep,
     SessionDep,
     SettingsDep,
     TokensDep,
@@ -18,6 +19,7 @@ from app.api.v1.dependencies import (
 from app.api.v1.limits import check_login_limits
 from app.core.errors import error_responses
 from app.core.mail import send_quietly
+from app.core.storage import MediaLinks
 from app.models import User
 from app.schemas.user import (
     LoginUserRequest,
@@ -35,14 +37,14 @@ from app.services import users as user_service
 router = APIRouter(tags=["Users"])
 
 
-def _user_response(user: User, token: str) -> UserResponse:
+def user_response(user: User, token: str, links: MediaLinks) -> UserResponse:
     return UserResponse(
         user=UserOut(
             email=user.email,
             token=token,
             username=user.username,
             bio=user.bio,
-            image=user.image,
+            image=links.avatar(user.image, user.avatar_key),
         )
     )
 
@@ -54,6 +56,7 @@ async def _start_session(
     tokens: TokensDep,
     settings: SettingsDep,
     client: ClientDep,
+    links: MediaLinks,
     user: User,
 ) -> UserResponse:
     """Open a session for a RealWorld client: a long-lived access token in the body (RealWorld front
@@ -67,7 +70,7 @@ async def _start_session(
         client=client,
     )
     set_refresh_cookie(response, request, issued.refresh_token, settings.refresh_token_ttl)
-    return _user_response(user, issued.access_token)
+    return user_response(user, issued.access_token, links)
 
 
 @router.post(
@@ -91,6 +94,7 @@ async def register(
     limiter: LimiterDep,
     mailer: MailerDep,
     client: ClientDep,
+    links: MediaLinksDep,
 ) -> UserResponse:
     await limiter.hit(settings.rate_limit_register_ip, "register-ip", client.ip or "unknown")
     data = body.user
@@ -106,7 +110,7 @@ async def register(
         session, user, ttl=settings.email_verification_ttl, frontend_url=settings.frontend_url
     )
     background.add_task(send_quietly, mailer, message)
-    return await _start_session(request, response, session, tokens, settings, client, user)
+    return await _start_session(request, response, session, tokens, settings, client, links, user)
 
 
 @router.post(
@@ -126,10 +130,11 @@ async def login(
     settings: SettingsDep,
     limiter: LimiterDep,
     client: ClientDep,
+    links: MediaLinksDep,
 ) -> UserResponse:
     user = await check_login_limits(session, limiter, settings, client, body.user.email)
     user = await user_service.authenticate(session, hasher, user, body.user.password)
-    return await _start_session(request, response, session, tokens, settings, client, user)
+    return await _start_session(request, response, session, tokens, settings, client, links, user)
 
 
 @router.get(
@@ -139,8 +144,8 @@ async def login(
     description="The authenticated user, with the token they presented.",
     responses=error_responses(401),
 )
-async def current_user(caller: CurrentCaller) -> UserResponse:
-    return _user_response(caller.user, caller.token)
+async def current_user(caller: CurrentCaller, links: MediaLinksDep) -> UserResponse:
+    return user_response(caller.user, caller.token, links)
 
 
 @router.put(
@@ -148,7 +153,8 @@ async def current_user(caller: CurrentCaller) -> UserResponse:
     response_model=UserResponse,
     summary="Update current user",
     description="Change any of email, username, password, bio and image. Sending unchanged values is "
-    "fine. A new password ends every other session and returns a new token.",
+    "fine. A new password ends every other session and returns a new token. Sending `image` replaces an "
+    "uploaded avatar.",
     responses=error_responses(401, 422, 429),
 )
 async def update_current_user(
@@ -159,6 +165,7 @@ async def update_current_user(
     hasher: HasherDep,
     tokens: TokensDep,
     settings: SettingsDep,
+    links: MediaLinksDep,
 ) -> UserResponse:
     user = await user_service.update_user(
         session,
@@ -174,7 +181,7 @@ async def update_current_user(
         if body.user.password is None
         else tokens.issue(user.id, settings.realworld_token_ttl, session_id=caller.session_id)
     )
-    return _user_response(user, token)
+    return user_response(user, token, links)
 
 
 @router.get(
