@@ -30,6 +30,10 @@ TASK_PREFIX = "conduit-ws:"  # names the tasks of each connection
 READY = '{"type":"ready"}'
 PING = '{"type":"ping"}'
 RESYNC = b'{"type":"resync"}'
+# Published on a user's channel when sessions end (logout, logout-all, password change, deactivation):
+# not forwarded; it closes the sockets those sessions opened. See app/services/auth.py.
+SESSIONS_ENDED = "sessions_ended"
+_SESSIONS_ENDED_PREFIX = b'{"type":"sessions_ended"'
 
 
 class Mailbox:
@@ -74,6 +78,8 @@ class Connection:
         channel: str,
         *,
         expires_at: datetime,
+        issued_at: datetime,
+        session_id: str | None,
         heartbeat_interval: float,
         queue_size: int,
     ) -> None:
@@ -81,6 +87,8 @@ class Connection:
         self.pubsub = pubsub
         self.channel = channel
         self.expires_at = expires_at
+        self.issued_at = issued_at
+        self.session_id = session_id
         self.heartbeat_interval = heartbeat_interval
         self.mailbox = Mailbox(queue_size)
         self._send_lock = asyncio.Lock()  # one sender at a time: the writer and the watchdog's pings
@@ -122,8 +130,19 @@ class Connection:
         with suppress(WebSocketDisconnect):
             while True:
                 message = await self.mailbox.get()
+                if message.startswith(_SESSIONS_ENDED_PREFIX):
+                    if self._ended_by(orjson.loads(message)):
+                        return CLOSE_UNAUTHORIZED
+                    continue
                 await self._send(message.decode())
         return None
+
+    def _ended_by(self, event: dict[str, Any]) -> bool:
+        """Whether a sessions-ended event covers this socket's token: its session was logged out, or
+        every token issued before an instant was (``before``, in epoch milliseconds)."""
+        if "session" in event:
+            return event["session"] is not None and event["session"] == self.session_id
+        return bool(self.issued_at.timestamp() * 1000 < event["before"])
 
     async def _watch(self) -> int | None:
         """Ping every interval; the close code once a ping went unanswered or the token expired."""

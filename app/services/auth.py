@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import mark_changed
 from app.core.errors import AuthenticationError, RefreshTokenReusedError
+from app.core.outbox import Publish, after_commit
+from app.core.realtime import SESSIONS_ENDED
 from app.core.security import TokenService, digest, new_opaque_token
 from app.db.base import utcnow
 from app.models import RefreshToken, User
@@ -93,12 +95,15 @@ async def family_of(session: AsyncSession, refresh_token: str) -> str | None:
 
 
 async def revoke_family(session: AsyncSession, family_id: str) -> None:
-    await session.execute(
+    revoked = await session.scalars(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+        .returning(RefreshToken.user_id)
     )
     mark_changed(session)  # the cached verdicts on this session's access tokens
+    for user_id in set(revoked):  # and the live sockets it opened, once committed
+        after_commit(session, Publish(user_id, {"type": SESSIONS_ENDED, "session": family_id}))
 
 
 async def rotate(
@@ -158,3 +163,5 @@ async def end_sessions(session: AsyncSession, user: User, *, keep_family: str | 
     user.sessions_valid_after = utcnow()
     await session.flush()
     mark_changed(session)  # the cached verdicts on the user's access tokens
+    before = int(user.sessions_valid_after.timestamp() * 1000)
+    after_commit(session, Publish(user.id, {"type": SESSIONS_ENDED, "before": before}))  # and live sockets

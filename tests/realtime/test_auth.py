@@ -111,3 +111,28 @@ async def test_any_origin_with_a_wildcard(make_live: LiveFactory) -> None:
     jake = await live.api.register("jake")
     async with live.connect(jake.token, headers={"Origin": "https://anywhere.example"}):
         pass
+
+
+async def test_open_sockets_close_4401_when_their_sessions_end(live: Live) -> None:
+    jake = await live.api.register("jake")
+    first = (
+        await live.client.post("/auth/token", data={"username": "jake", "password": jake.password})
+    ).json()
+    other = (
+        await live.client.post("/auth/token", data={"username": "jake", "password": jake.password})
+    ).json()
+    async with (
+        live.connect(first["access_token"]) as ws_first,
+        live.connect(other["access_token"]) as ws_other,
+    ):
+        response = await live.client.post("/auth/logout", json={"refresh_token": first["refresh_token"]})
+        assert response.status_code == 204, response.text
+        assert await close_code(ws_first) == 4401  # the session that logged out
+        await live.client.post("/profiles/jake/follow", headers=(await live.api.register("fan")).headers)
+        assert (await receive(ws_other))["type"] == "notification"  # the other session is untouched
+
+    async with live.connect(other["access_token"]) as ws_other, live.connect(jake.token) as ws_realworld:
+        response = await live.client.post("/auth/logout-all", headers=jake.headers)
+        assert response.status_code == 204, response.text
+        assert await close_code(ws_other) == 4401  # every token issued before it, RealWorld ones too
+        assert await close_code(ws_realworld) == 4401

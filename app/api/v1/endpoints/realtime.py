@@ -67,6 +67,8 @@ async def live(websocket: WebSocket) -> None:
         websocket.app.state.pubsub,
         user_channel(claims.user_id),
         expires_at=claims.expires_at,
+        issued_at=claims.issued_at,
+        session_id=claims.session_id,
         heartbeat_interval=settings.ws_heartbeat_interval,
         queue_size=settings.ws_queue_size,
     )
