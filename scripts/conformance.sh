@@ -5,7 +5,9 @@
 #
 # sqlite (default): a new SQLite file in a temporary folder.
 # postgres: a new database on $CONDUIT_CONFORMANCE_PG (default postgresql+asyncpg://postgres@127.0.0.1:5432/test),
-#           created for this run and dropped afterwards.
+#           created for this run and dropped afterwards. With $CONDUIT_CONFORMANCE_REDIS set, the
+#           scaled-out configuration: cache, rate limits and pub/sub in Redis, jobs through a Celery
+#           worker (`conduit worker`) started beside the server.
 # newman is installed from npm into ./.tools (git-ignored) on first use.
 set -euo pipefail
 
@@ -32,13 +34,19 @@ case "$backend" in
     dbname="conduit_conformance_$(date +%s)_$$"
     uv run --quiet python -m scripts.pgdb create "$pg_admin_url" "$dbname"
     export CONDUIT_DATABASE_URL="${pg_admin_url%/*}/$dbname"
+    if [ -n "${CONDUIT_CONFORMANCE_REDIS:-}" ]; then
+      export CONDUIT_REDIS_URL="$CONDUIT_CONFORMANCE_REDIS"
+      export CONDUIT_CACHE_PREFIX="$dbname" CONDUIT_RATE_LIMIT_PREFIX="$dbname" CONDUIT_TASK_QUEUE="$dbname"
+    fi
     ;;
   *) echo "usage: $0 [sqlite|postgres]" >&2; exit 2 ;;
 esac
 
 server_pid=""
+worker_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true
   [ -n "$pg_admin_url" ] && uv run --quiet python -m scripts.pgdb drop "$pg_admin_url" "$dbname" || true
   rm -rf "$workdir"
 }
@@ -46,6 +54,10 @@ trap cleanup EXIT
 
 uv run --quiet conduit serve --port "$port" >"$workdir/server.log" 2>&1 &
 server_pid=$!
+if [ -n "${CONDUIT_REDIS_URL:-}" ]; then
+  CONDUIT_LOG_LEVEL=INFO uv run --quiet conduit worker --concurrency 2 >"$workdir/worker.log" 2>&1 &
+  worker_pid=$!
+fi
 base="http://127.0.0.1:$port/api/v1"
 for _ in $(seq 1 100); do
   curl -sf "$base/tags" >/dev/null 2>&1 && break
@@ -61,3 +73,14 @@ echo "RealWorld conformance on $backend at $base"
   --global-var "EMAIL=conf$run_id@example.com" \
   --global-var "PASSWORD=Conformance-pass-2026" \
   --reporters cli --color off
+
+if [ -n "$worker_pid" ]; then
+  # The collection publishes articles: each one's fan-out job must have run on the worker.
+  for _ in $(seq 1 50); do
+    grep -q "article_published.*succeeded" "$workdir/worker.log" && break
+    sleep 0.2
+  done
+  grep -q "article_published.*succeeded" "$workdir/worker.log" || {
+    echo "the Celery worker ran no job" >&2; cat "$workdir/worker.log" >&2; exit 1; }
+  echo "Celery worker: $(grep -c "succeeded" "$workdir/worker.log") jobs succeeded"
+fi
