@@ -29,14 +29,18 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 LogFormat = Literal["json", "console"]
 
 _QUOTE = r"""(?:\\?["'])"""  # a quote, escaped or not
+# Each pattern with the words (lowercase) that any text it matches contains: a pattern runs only on a
+# line that has one, which spares most lines (access lines) all four scans, 40 µs a line.
 _PATTERNS = [
-    (re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
-    (re.compile(r"\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}"), "[redacted-hash]"),
+    (("eyj",), re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
+    (("$2",), re.compile(r"\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}"), "[redacted-hash]"),
     (
+        ("authorization", "cookie"),
         re.compile(rf"(?i)\b(authorization|cookie|set-cookie)({_QUOTE}?\s*[:=]\s*{_QUOTE}?)[^'\"\n\\]+"),
         r"\1\2[redacted]",
     ),
     (
+        ("password", "passwd", "secret", "token", "pepper"),
         re.compile(
             rf"(?i)({_QUOTE}?\b(?:password|passwd|secret|token|refresh_token|access_token|pepper)\b"
             rf"{_QUOTE}?\s*[:=]\s*{_QUOTE}?)"
@@ -64,8 +68,10 @@ SECRET_FIELDS = frozenset(
 
 
 def redact(text: str) -> str:
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for words, pattern, replacement in _PATTERNS:
+        if any(word in lowered for word in words):
+            text = pattern.sub(replacement, text)
     return text
 
 
