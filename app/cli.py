@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.errors import AppError
-from app.core.logging import logging_config
+from app.core.logging import configure_logging, logging_config
 from app.core.multiprocess import prepare_metrics_dir
 from app.db import migrations
 
@@ -56,7 +56,8 @@ def serve(
         )
         raise typer.Exit(2)
     _setup_metrics(settings, "serve", host, multiprocess=workers > 1 or reload)
-    migrations.upgrade(settings.database_url)  # once, before any worker starts
+    configure_logging(settings.log_level, log_format=settings.effective_log_format)  # also the migrations'
+    migrations.upgrade(settings.database_url, configure_logging=False)  # once, before any worker starts
     uvicorn.run(
         "app.main:create_app",
         factory=True,
