@@ -33,6 +33,6 @@ def access_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in lines if line["logger"] == "conduit.access"]
 
 
-def sample(name: str, **labels: str) -> float:
+def sample(metric: str, /, **labels: str) -> float:
     """The current value of a sample in this process's registry (0 if it does not exist yet)."""
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
