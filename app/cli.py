@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.errors import AppError
-from app.core.logging import logging_config
+from app.core.logging import configure_logging, logging_config
+from app.core.multiprocess import prepare_metrics_dir
 from app.db import migrations
 
 cli = typer.Typer(
@@ -54,7 +55,9 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    migrations.upgrade(settings.database_url)  # once, before any worker starts
+    _setup_metrics(settings, "serve", host, multiprocess=workers > 1 or reload)
+    configure_logging(settings.log_level, log_format=settings.effective_log_format)  # also the migrations'
+    migrations.upgrade(settings.database_url, configure_logging=False)  # once, before any worker starts
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -64,10 +67,23 @@ def serve(
         reload=reload,
         loop="uvloop",
         http="httptools",
-        log_config=logging_config(settings.log_level),
+        log_config=logging_config(settings.log_level, log_format=settings.effective_log_format),
         server_header=False,
         proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
     )
+
+
+def _setup_metrics(settings: Settings, name: str, host: str, *, multiprocess: bool) -> None:
+    """Prometheus multiprocess mode for a server of several processes (before anything imports
+    prometheus-client), and the metrics port, if set, served from this process, which outlives them."""
+    if not settings.metrics_enabled:
+        return
+    if multiprocess:
+        prepare_metrics_dir(settings.var_dir, name)
+    if settings.metrics_port is not None:
+        from app.core.observability import serve_metrics_port
+
+        serve_metrics_port(host, settings.metrics_port, settings.metrics_token)
 
 
 @cli.command()
@@ -221,9 +237,12 @@ def worker(
     ),
 ) -> None:
     """Run a Celery worker for the background jobs (on the queue CONDUIT_TASK_QUEUE)."""
-    from app.workers.celery_app import create_celery
-
     settings = _celery_settings()
+    # Its metrics (jobs, pool) are served on CONDUIT_METRICS_PORT only: a worker has no HTTP port.
+    _setup_metrics(settings, "worker", "0.0.0.0", multiprocess=pool is Pool.PREFORK)
+    from app.workers.celery_app import create_celery, prepare_worker
+
+    prepare_worker(settings)
     create_celery(settings).worker_main(
         [
             "worker",
@@ -241,9 +260,10 @@ def worker(
 @cli.command()
 def beat() -> None:
     """Run Celery beat: sends the periodic jobs (housekeeping hourly, the digest weekly). Run one."""
-    from app.workers.celery_app import create_celery
+    from app.workers.celery_app import create_celery, prepare_worker
 
     settings = _celery_settings()
+    prepare_worker(settings)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     create_celery(settings).start(
         [

@@ -17,6 +17,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.mail import create_mailer
 from app.core.middleware import install_http_middleware
+from app.core.observability import Observability
 from app.core.outbox import Dispatcher, TaskQueue
 from app.core.pubsub import create_pubsub
 from app.core.ratelimit import RateLimiter, RateLimitMiddleware
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.getLogger("conduit").setLevel(settings.log_level)
     engine = create_engine(settings)
+    observability = Observability(settings, engine)
     limiter = RateLimiter(settings)
     cache = Cache(settings)
     sessionmaker = create_sessionmaker(engine)
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await limiter.close()
         await cache.close()
         await storage.close()
+        observability.close()
 
     app = FastAPI(
         title="Conduit",
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{API_V1_PREFIX}/openapi.json",
         docs_url="/docs",
         redoc_url="/redoc",
+        telemetry=observability.fastapi_telemetry(),
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -126,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # After CORS, so that it wraps CORS: the middleware added last is the outermost.
     install_http_middleware(app, settings)
+    observability.install(app)  # outermost: request ids, the access log and metrics cover all the rest
     include_v1(app, API_V1_PREFIX)
     app.include_router(media.router)  # /media/{key}: uploaded files
     return app

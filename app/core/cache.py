@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
+from app.core.metrics import CACHE_HITS, CACHE_MISSES
 from app.core.profiling import record_cache
 
 logger = logging.getLogger("conduit.cache")
@@ -141,9 +142,11 @@ class Cache:
         key = f"{self._prefix}:{generation}:{name}"
         if value is not None:
             self.hits += 1
+            CACHE_HITS.inc()
             record_cache(hit=True)
             return value, True
         self.misses += 1
+        CACHE_MISSES.inc()
         record_cache(hit=False)
         if (pending := self._loading.get(key)) is not None:
             try:

@@ -95,8 +95,18 @@ class Settings(BaseSettings):
     public_max_age: int = Field(default=5, ge=0, description="Cache-Control max-age of anonymous reads")
 
     # --- profiling (app/core/profiling.py) ---
-    profiling_enabled: bool = False  # Server-Timing on every response
+    # Server-Timing on every response; in development also a pyinstrument profile for ?profile=1.
+    profiling_enabled: bool = False
     slow_request_ms: float = Field(default=500, gt=0, description="log requests slower than this")
+
+    # --- observability (docs/observability.md) ---
+    log_format: Literal["json", "console"] | None = None  # default: json in production, console otherwise
+    metrics_enabled: bool = True  # Prometheus exposition at /metrics (or on metrics_port)
+    metrics_token: SecretStr | None = None  # if set, /metrics requires "Authorization: Bearer <token>"
+    # Serve the metrics on this port (conduit serve and conduit worker) instead of the API's /metrics.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    otel_endpoint: str | None = None  # OTLP/HTTP collector base URL (http://collector:4318); off if unset
+    otel_service_name: str = "conduit"
 
     # --- HTTP surface (app/core/middleware.py) ---
     # Host header values accepted: exact names, "*.example.com" for subdomains, "*" for any.
@@ -259,6 +269,10 @@ class Settings(BaseSettings):
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(48))
         return SecretStr(path.read_text().strip())
+
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        return self.log_format or ("json" if self.env == "production" else "console")
 
     @property
     def is_sqlite(self) -> bool:

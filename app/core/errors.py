@@ -29,6 +29,7 @@ from starlette.responses import Response
 logger = logging.getLogger("conduit.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+REQUEST_ID = "conduit.request_id"  # the scope key of the request's id (app/core/observability.py)
 
 
 class AppError(Exception):
@@ -329,12 +330,15 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     from app.core.middleware import API_CSP, SECURITY_HEADERS
 
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": API_CSP}
+    if (request_id := request.scope.get(REQUEST_ID)) is not None:  # set by the observability middleware
+        headers["X-Request-ID"] = request_id
     return problem_response(
         request,
         HTTPStatus.INTERNAL_SERVER_ERROR,
         "internal server error",
         code="internal_error",
-        headers={**SECURITY_HEADERS, "Content-Security-Policy": API_CSP},
+        headers=headers,
     )
 
 

@@ -320,4 +320,8 @@ def install_http_middleware(app: FastAPI, settings: Settings) -> None:
     if settings.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     if settings.profiling_enabled:  # outermost, to time everything
-        app.add_middleware(ProfilingMiddleware, slow_ms=settings.slow_request_ms)
+        app.add_middleware(
+            ProfilingMiddleware,
+            slow_ms=settings.slow_request_ms,
+            profile_requests=settings.env == "development",  # never in production
+        )

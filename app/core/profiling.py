@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import MutableHeaders
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("conduit.profiling")
@@ -32,6 +34,21 @@ class RequestStats:
 
 
 _current: ContextVar[RequestStats | None] = ContextVar("conduit_request_stats", default=None)
+
+
+def begin_request() -> tuple[RequestStats, Token[RequestStats | None]]:
+    """Start counting this request's statements and cache lookups (``end_request`` stops)."""
+    stats = RequestStats()
+    return stats, _current.set(stats)
+
+
+def end_request(token: Token[RequestStats | None]) -> None:
+    _current.reset(token)
+
+
+def forget_request() -> None:
+    """Count nothing more as the request's in this context (a task started by a request inherits it)."""
+    _current.set(None)
 
 
 def record_cache(*, hit: bool) -> None:
@@ -67,18 +84,29 @@ def server_timing(stats: RequestStats, total_seconds: float) -> str:
 
 
 class ProfilingMiddleware:
-    """Adds ``Server-Timing`` to every response and logs requests slower than ``slow_ms``."""
+    """Adds ``Server-Timing`` to every response and logs requests slower than ``slow_ms``.
 
-    def __init__(self, app: ASGIApp, *, slow_ms: float) -> None:
+    With ``profile_requests`` (development only), ``?profile=1`` on any request answers with a
+    pyinstrument profile of that request, as an HTML page, instead of its response.
+    """
+
+    def __init__(self, app: ASGIApp, *, slow_ms: float, profile_requests: bool = False) -> None:
         self.app = app
         self.slow_seconds = slow_ms / 1000
+        self.profile_requests = profile_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        stats = RequestStats()
-        token = _current.set(stats)
+        if self.profile_requests and ("profile", "1") in parse_qsl(scope["query_string"].decode("latin-1")):
+            await self._profile(scope, receive, send)
+            return
+        # The counts of the observability middleware, which wraps this one, if it runs.
+        stats = _current.get()
+        token = None
+        if stats is None:
+            stats, token = begin_request()
         started = time.perf_counter()
 
         async def send_with_timing(message: Message) -> None:
@@ -90,7 +118,8 @@ class ProfilingMiddleware:
         try:
             await self.app(scope, receive, send_with_timing)
         finally:
-            _current.reset(token)
+            if token is not None:
+                end_request(token)
             elapsed = time.perf_counter() - started
             if elapsed > self.slow_seconds:
                 logger.warning(
@@ -101,3 +130,13 @@ class ProfilingMiddleware:
                     stats.statements,
                     stats.db_seconds * 1000,
                 )
+
+    async def _profile(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from pyinstrument import Profiler  # imported only where profiles are served: development
+
+        async def discard(_message: Message) -> None:
+            pass
+
+        with Profiler(async_mode="enabled") as profiler:
+            await self.app(scope, receive, discard)
+        await HTMLResponse(profiler.output_html())(scope, receive, send)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.core.config import Settings
 from app.core.errors import AppError, RateLimitedError, ServiceUnavailableError, problem_response
+from app.core.metrics import RATE_LIMIT_REJECTIONS
 
 logger = logging.getLogger("conduit.ratelimit")
 
@@ -79,6 +80,7 @@ class RateLimiter:
             self._storage_failed(rule, exc)
             return
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        RATE_LIMIT_REJECTIONS.labels(identifiers[0] if identifiers else rule).inc()  # the limit's name
         raise RateLimitedError(
             f"too many requests, retry in {retry_after} seconds", limit=item.amount, retry_after=retry_after
         )

@@ -18,6 +18,7 @@ import orjson
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from app.core.metrics import WEBSOCKET_CONNECTIONS
 from app.core.pubsub import PubSub, subscription
 
 # Close codes (4000-4999 are the application's own, RFC 6455 §7.4.2).
@@ -96,7 +97,10 @@ class Connection:
 
     async def serve(self) -> None:
         """Subscribe, announce ``ready``, deliver until the end, then close with the reason's code."""
-        with subscription(self.pubsub, self.channel, self.mailbox.put):
+        with (
+            WEBSOCKET_CONNECTIONS.track_inprogress(),
+            subscription(self.pubsub, self.channel, self.mailbox.put),
+        ):
             try:
                 await self.websocket.send_text(READY)  # only now: whatever is published next is delivered
             except WebSocketDisconnect:

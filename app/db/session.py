@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.core.config import Settings
+from app.core.metrics import instrument_pool
 from app.core.profiling import instrument_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -53,6 +54,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     instrument_engine(engine)
+    if settings.metrics_enabled:
+        instrument_pool(engine)
     return engine
 
 

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
+from app.core import tracing
 from app.core.cache import Cache
 from app.core.config import Settings, get_settings
+from app.core.logging import configure_logging
 from app.core.mail import create_mailer
+from app.core.metrics import process_exited, record_job
 from app.core.outbox import Dispatcher
 from app.core.pubsub import create_pubsub
 from app.db.session import create_engine, create_sessionmaker
@@ -43,9 +48,12 @@ def _loop_runner() -> asyncio.Runner:
 async def _run_in_context(celery: Celery, settings: Settings, name: str, kwargs: dict[str, Any]) -> None:
     context: JobContext | None = getattr(_local, "context", None)
     if context is None:  # built inside the loop, which its connections belong to
+        engine = create_engine(settings)
+        if (provider := tracing.setup(settings)) is not None:
+            tracing.trace_engine(engine, provider)
         context = _local.context = JobContext(
             settings=settings,
-            sessionmaker=create_sessionmaker(create_engine(settings)),
+            sessionmaker=create_sessionmaker(engine),
             mailer=create_mailer(settings),
             cache=Cache(settings),
             dispatcher=Dispatcher(create_pubsub(settings), CeleryQueue(celery, settings.task_queue)),
@@ -75,7 +83,18 @@ def create_celery(settings: Settings) -> Celery:
     for spec in load_jobs().values():
 
         def body(task: Task[Any, Any], /, _name: str = spec.name, **kwargs: Any) -> None:
-            _loop_runner().run(_run_in_context(celery, settings, _name, kwargs))
+            started = time.perf_counter()
+            outcome = "failure"
+            try:
+                _loop_runner().run(_run_in_context(celery, settings, _name, kwargs))
+                outcome = "success"
+            except TRANSIENT_ERRORS:
+                # autoretry_for retries it, unless its retries are spent.
+                if task.max_retries is None or task.request.retries < task.max_retries:
+                    outcome = "retry"
+                raise
+            finally:
+                record_job("celery", _name, outcome, time.perf_counter() - started)
 
         celery.task(
             name=spec.name,
@@ -91,6 +110,21 @@ def create_celery(settings: Settings) -> Celery:
             time_limit=spec.time_limit,
         )(body)
     return celery
+
+
+def prepare_worker(settings: Settings) -> None:
+    """For ``conduit worker`` and ``conduit beat``: Conduit's logging instead of Celery's (Celery
+    configures none once a ``setup_logging`` receiver exists); tracing set up as the worker starts,
+    before its pool forks (the SDK restarts its export thread in each child); in multiprocess mode,
+    a pool process's live gauges dropped when it exits."""
+    configure_logging(settings.log_level, log_format=settings.effective_log_format)
+    setup_logging.connect(_keep_logging, weak=False)
+    worker_init.connect(lambda **_: tracing.setup(settings), weak=False)
+    worker_process_shutdown.connect(lambda **_: process_exited(), weak=False)
+
+
+def _keep_logging(**_: Any) -> None:
+    """Receives ``setup_logging``: the logging configured by ``prepare_worker`` stays as it is."""
 
 
 def __getattr__(name: str) -> Celery:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.core.metrics import record_job
 from app.core.outbox import Job
+from app.core.profiling import forget_request
 from app.workers.registry import load_jobs, longest_time_limit, run_job
 
 if TYPE_CHECKING:
@@ -67,24 +70,34 @@ class InProcessQueue:
 
     async def _run(self, steps: tuple[Job, ...]) -> None:
         assert self._context is not None, "InProcessQueue.bind() was not called"
+        # This task inherited the context of the request that enqueued it: keep its request id in the
+        # log lines, but count no statement of the job as the request's.
+        forget_request()
         jobs = load_jobs()
         for step in steps:
             spec = jobs[step.name]
             for attempt in range(spec.max_retries + 1):
+                started = time.perf_counter()
+                outcome = "failure"
                 try:
                     async with asyncio.timeout(spec.time_limit):
                         await run_job(self._context, step.name, step.kwargs)
-                    break
+                    outcome = "success"
                 except TRANSIENT_ERRORS as exc:
-                    if attempt == spec.max_retries:
+                    if attempt < spec.max_retries:
+                        outcome = "retry"
+                    else:
                         logger.error(
                             "job %s failed after %d attempts: %s", step.name, attempt + 1, type(exc).__name__
                         )
-                        return
-                    await asyncio.sleep(backoff(attempt))
                 except Exception as exc:
                     logger.error("job %s failed: %s", step.name, type(exc).__name__)
+                record_job("inprocess", step.name, outcome, time.perf_counter() - started)
+                if outcome == "success":
+                    break
+                if outcome == "failure":
                     return
+                await asyncio.sleep(backoff(attempt))
 
     async def drain(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for running jobs, then cancel what is left."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from httpx_ws import AsyncWebSocketSession
+from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.outbox import user_channel
@@ -142,3 +143,12 @@ async def test_websockets_pass_the_http_middleware(make_live: LiveFactory) -> No
         response = await live.client.post("/profiles/jake/follow", headers=ann.headers)
         assert response.status_code == 200, response.text
         assert (await receive(first))["data"]["kind"] == "follow"
+
+
+async def test_open_sockets_are_counted(live: Live) -> None:
+    jake = await live.api.register("jake")
+    before = REGISTRY.get_sample_value("conduit_websocket_connections") or 0.0
+    async with live.connect(jake.token):
+        assert REGISTRY.get_sample_value("conduit_websocket_connections") == before + 1
+    assert_nothing_left(live)  # the server's side has ended too
+    assert REGISTRY.get_sample_value("conduit_websocket_connections") == before
