@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.models import Article, Export, Notification
 from app.services import exports as export_service
 from app.services.exports import ExportInProgressError
-from tests.conftest import ClientFactory
+from tests.conftest import ClientFactory, jobs_done
 from tests.factories import TIMESTAMP, Api, assert_problem
 from tests.smtp import SmtpServer, smtp_server  # noqa: F401
 from tests.workers.support import download, run, seed_articles, user_id, wait_for_export
@@ -87,7 +87,9 @@ async def test_export_end_to_end(
     ]
     assert manifest["comments"] == {"path": "comments.md", "count": 2}
 
-    # Stored owner-only, and nothing left in staging.
+    # Stored owner-only, and nothing left in staging once the last step has ended (it cleans up after
+    # marking the export done).
+    await jobs_done(client.app)  # type: ignore[attr-defined]
     export_dir = _export_dir(client)
     stored = export_dir / f"export-{created['id']}.zip"
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
