@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.api.health import include_health
 from app.api.v1.router import include_v1
 from app.core.cache import Cache
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
+from app.core.health import Readiness
 from app.core.mail import create_mailer
 from app.core.middleware import install_http_middleware
 from app.core.outbox import Dispatcher, TaskQueue
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sessionmaker = create_sessionmaker(engine)
     mailer = create_mailer(settings)
     pubsub = create_pubsub(settings)
+    readiness = Readiness(settings)
     in_process = None if settings.uses_celery else InProcessQueue()
     queue: TaskQueue
     if in_process is None:
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await engine.dispose()
         await limiter.close()
         await cache.close()
+        await readiness.close()
 
     app = FastAPI(
         title="Conduit",
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = in_process  # the in-process queue, or None with Celery
     app.state.limiter = limiter
     app.state.cache = cache
+    app.state.readiness = readiness
 
     install_error_handlers(app)
     # Innermost: the unit of work wraps exactly the routes (and sees their error responses).
@@ -121,5 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # After CORS, so that it wraps CORS: the middleware added last is the outermost.
     install_http_middleware(app, settings)
+    include_health(app)
     include_v1(app, API_V1_PREFIX)
     return app

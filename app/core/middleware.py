@@ -19,6 +19,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.core.config import Settings
 from app.core.errors import problem_response
+from app.core.health import is_probe
 from app.core.http_cache import HttpCacheMiddleware
 from app.core.profiling import ProfilingMiddleware
 
@@ -226,6 +227,11 @@ class BodyLimitMiddleware:
 _TRUSTED_HOST = "conduit.trusted_host"
 
 
+def _is_health_probe(scope: Scope) -> bool:
+    """Probes come by IP (no allowed Host) over plain HTTP, from inside: neither check applies."""
+    return scope["type"] == "http" and is_probe(scope["path"])
+
+
 async def _mark_trusted(scope: Scope, receive: Receive, send: Send) -> None:
     scope[_TRUSTED_HOST] = True
 
@@ -243,6 +249,9 @@ class TrustedHostProblemMiddleware:
         self.check = TrustedHostMiddleware(_mark_trusted, allowed_hosts=allowed_hosts, www_redirect=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_health_probe(scope):
+            await self.app(scope, receive, send)
+            return
         probe = dict(scope)
         await self.check(probe, receive, _discard)  # Starlette's plain-text 400 goes nowhere
         if probe.get(_TRUSTED_HOST):
@@ -264,6 +273,9 @@ class SecureHTTPSRedirectMiddleware(HTTPSRedirectMiddleware):
         self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_health_probe(scope):
+            await self.app(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["scheme"] == "http":  # the requests Starlette answers itself
             send = self.headers.wrap(scope, send)
         await super().__call__(scope, receive, send)
