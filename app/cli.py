@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -44,6 +46,10 @@ def serve(
         typer.Option(min=1, help="Worker processes (more than 1 needs CONDUIT_REDIS_URL)."),
     ] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    migrate: Annotated[
+        bool,
+        typer.Option(help="Apply pending migrations first (--no-migrate: a migration job does it)."),
+    ] = True,
 ) -> None:
     """Apply migrations, then serve the API (uvloop + httptools)."""
     settings = _settings()
@@ -54,7 +60,11 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
-    migrations.upgrade(settings.database_url)  # once, before any worker starts
+    if migrate:
+        migrations.upgrade(settings.database_url)  # once, before any worker starts
+    # Once it has shut down gracefully, uvicorn raises the SIGTERM it caught again, which would end the
+    # process as killed by the signal (status 143): a graceful shutdown exits 0 instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -66,6 +76,8 @@ def serve(
         http="httptools",
         log_config=logging_config(settings.log_level),
         server_header=False,
+        # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
         proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
     )
 

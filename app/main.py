@@ -53,11 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     pubsub = create_pubsub(settings)
     readiness = Readiness(settings)
     in_process = None if settings.uses_celery else InProcessQueue()
+    celery_queue = None
     queue: TaskQueue
     if in_process is None:
         from app.workers.celery_app import create_celery  # imported only when Celery is used
 
-        queue = CeleryQueue(create_celery(settings), settings.task_queue)
+        queue = celery_queue = CeleryQueue(create_celery(settings), settings.task_queue)
     else:
         queue = in_process
     dispatcher = Dispatcher(pubsub, queue)
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await scheduler.stop()
         if in_process is not None:
             await in_process.drain(SHUTDOWN_GRACE)
+        if celery_queue is not None:
+            await celery_queue.close()
         await pubsub.close()
         await engine.dispose()
         await limiter.close()
