@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -28,11 +29,19 @@ cli = typer.Typer(
 )
 
 
+def _describe_error(error: ErrorDetails) -> str:
+    """One configuration error, named by its environment variable when it is about one setting."""
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"CONDUIT_{str(error['loc'][0]).upper()}: {message}"
+
+
 def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        messages = "\n".join(f"  - {error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
+        messages = "\n".join(f"  - {_describe_error(error)}" for error in exc.errors())
         typer.echo(f"Configuration error:\n{messages}", err=True)
         raise typer.Exit(2) from None
 
@@ -80,6 +89,34 @@ def serve(
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
         proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
     )
+
+
+@cli.command()
+def check(
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds allowed for each service.")] = 3.0,
+) -> None:
+    """Validate the configuration, show what it selects, and check that each service answers."""
+    from app.core.diagnostics import check_connectivity, describe
+
+    settings = _settings()  # exits 2 with the configuration errors
+    typer.echo("Configuration: valid")
+    for name, value in describe(settings):
+        typer.echo(f"  {name:<16} {value}")
+    typer.echo(f"Connectivity (timeout {timeout:g} s):")
+    failures = 0
+    for outcome in asyncio.run(check_connectivity(settings, timeout)):
+        if not outcome.configured:
+            state = "not configured"
+        elif outcome.error is None:
+            state = "ok"
+        else:
+            failures += 1
+            state = f"FAILED: {outcome.error}"
+        typer.echo(f"  {outcome.name:<16} {state}")
+    if failures:
+        typer.echo(f"{failures} check(s) failed.", err=True)
+        raise typer.Exit(1)
+    typer.echo("All checks passed.")
 
 
 @cli.command()
