@@ -14,6 +14,7 @@ from app.api.health import include_health
 from app.api.v1.router import include_v1
 from app.core.cache import Cache
 from app.core.config import Settings, get_settings
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.health import Readiness
 from app.core.mail import create_mailer
@@ -97,8 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url=f"{API_V1_PREFIX}/openapi.json",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # served by install_docs, with assets from this origin
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # After CORS, so that it wraps CORS: the middleware added last is the outermost.
     install_http_middleware(app, settings)
+    install_docs(app)
     include_health(app)
     include_v1(app, API_V1_PREFIX)
     return app

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.core.config import Settings
+from app.core.docs import DOCS_PAGES
 from app.core.errors import problem_response
 from app.core.health import is_probe
 from app.core.http_cache import HttpCacheMiddleware
@@ -48,15 +49,15 @@ SECURITY_HEADERS = {
 }
 HSTS = "max-age=63072000; includeSubDomains"
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-# What FastAPI's Swagger UI and ReDoc pages load: bundles and CSS from jsDelivr, the favicon, ReDoc's
-# fonts, the OpenAPI document and ReDoc's search worker (a blob:). Swagger UI and ReDoc inject inline
-# styles, so styles need 'unsafe-inline'; inline scripts are allowed only by their hashes.
+# What the Swagger UI and ReDoc pages load (app/core/docs.py): scripts, styles and the favicon from this
+# origin, the OpenAPI document and the token endpoint (fetch), images inlined as data: URIs by the
+# bundles, and ReDoc's search worker (a blob:). Both inject inline styles, so styles need
+# 'unsafe-inline'; inline scripts are allowed only by their hashes.
 DOCS_CSP = (
-    "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-    "script-src https://cdn.jsdelivr.net{script_hashes}; "
-    "style-src 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; "
-    "img-src data: https://fastapi.tiangolo.com; "
+    "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'; "
+    "script-src 'self'{script_hashes}; "
+    "style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; "
     "connect-src 'self'; "
     "worker-src blob:"
 )
@@ -288,8 +289,7 @@ def install_http_middleware(app: FastAPI, settings: Settings) -> None:
     are known to all the rest), trusted hosts, HTTPS redirect (if enabled), security headers, body limit,
     HTTP caching (ETags).
     """
-    docs_paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    headers = SecurityHeaders(path for path in docs_paths if path)
+    headers = SecurityHeaders(DOCS_PAGES)
     # The middleware added last is the outermost.
     app.add_middleware(
         HttpCacheMiddleware,
