@@ -92,8 +92,9 @@ async def check_smtp(settings: Settings, step_timeout: float) -> None:
 class Readiness:
     """What ``/health/ready`` reports: the database decides, Redis and the broker only degrade.
 
-    A check's change of state is logged once (a failure as a warning, with the exception's type only),
-    not on every probe.
+    Probes that arrive while a round of checks is running share its result, so that a burst of probes
+    opens one database connection, not one each. A check's change of state is logged once (a failure
+    as a warning, with the exception's type only), not on every probe.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -102,6 +103,7 @@ class Readiness:
         self._redis = redis_client(settings.redis_url, self._timeout) if settings.redis_url else None
         self._broker_url = settings.effective_broker_url if settings.uses_celery else None
         self._last: dict[str, Check] = {}
+        self._running: asyncio.Future[tuple[Check, dict[str, Check]]] | None = None
 
     async def _run(self, name: str, check: Awaitable[None], failure: Check) -> Check:
         try:
@@ -121,7 +123,18 @@ class Readiness:
         return Check.ABSENT
 
     async def report(self) -> tuple[Check, dict[str, Check]]:
-        """The overall status and each check's, the checks run at once."""
+        """The overall status and each check's: from the round running now, or a new one."""
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._check())
+            self._running.add_done_callback(self._finished)
+        # Shielded: a probe that gives up (its client left) does not cancel the others' round.
+        return await asyncio.shield(self._running)
+
+    def _finished(self, _round: asyncio.Future[tuple[Check, dict[str, Check]]]) -> None:
+        self._running = None
+
+    async def _check(self) -> tuple[Check, dict[str, Check]]:
+        """One round: the checks run at once."""
         database = self._run("database", check_database(self._engine), Check.UNAVAILABLE)
         cache = (
             self._absent()

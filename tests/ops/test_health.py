@@ -3,6 +3,7 @@ middleware they bypass. Unreachable services are real: refused ports and a port 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -10,7 +11,7 @@ import os
 import httpx
 import pytest
 
-from app.core.health import quiet_probe_access_logs
+from app.core.health import Check, Readiness, quiet_probe_access_logs
 from tests.conftest import TEST_REDIS_URL, ClientFactory
 from tests.ops.server import closed_port, silent_port
 
@@ -137,3 +138,29 @@ def test_probe_access_lines_are_logged_at_debug_only() -> None:
         'DEBUG 10.0.0.9:41000 - "GET /health/ready HTTP/1.1" 200',
         'INFO 10.0.0.9:41000 - "GET /api/v1/tags HTTP/1.1" 200',
     ]
+
+
+async def test_probes_arriving_together_share_one_round_of_checks(make_client: ClientFactory) -> None:
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)  # accepted, never answered: the round lasts until its timeout
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await make_client(
+            database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/x", health_timeout=0.5
+        )
+        readiness: Readiness = client.app.state.readiness  # type: ignore[attr-defined]
+        reports = await asyncio.gather(*(readiness.report() for _ in range(20)))
+        assert len(connections) == 1
+        assert {status for status, _ in reports} == {Check.UNAVAILABLE}
+        # The next probe starts a round of its own.
+        await readiness.report()
+        assert len(connections) == 2
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
