@@ -115,7 +115,7 @@ class Readiness:
             self._last[name] = failure
             return failure
         if self._last.get(name, Check.OK) is not Check.OK:
-            logger.warning("readiness: %s check recovered", name)
+            logger.info("readiness: %s check recovered", name)
         self._last[name] = Check.OK
         return Check.OK
 
