@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -12,6 +14,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
@@ -27,11 +30,19 @@ cli = typer.Typer(
 )
 
 
+def _describe_error(error: ErrorDetails) -> str:
+    """One configuration error, named by its environment variable when it is about one setting."""
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"CONDUIT_{str(error['loc'][0]).upper()}: {message}"
+
+
 def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        messages = "\n".join(f"  - {error['msg'].removeprefix('Value error, ')}" for error in exc.errors())
+        messages = "\n".join(f"  - {_describe_error(error)}" for error in exc.errors())
         typer.echo(f"Configuration error:\n{messages}", err=True)
         raise typer.Exit(2) from None
 
@@ -45,6 +56,10 @@ def serve(
         typer.Option(min=1, help="Worker processes (more than 1 needs CONDUIT_REDIS_URL)."),
     ] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    migrate: Annotated[
+        bool,
+        typer.Option(help="Apply pending migrations first (--no-migrate: a migration job does it)."),
+    ] = True,
 ) -> None:
     """Apply migrations, then serve the API (uvloop + httptools)."""
     settings = _settings()
@@ -57,7 +72,11 @@ def serve(
         raise typer.Exit(2)
     _setup_metrics(settings, "serve", host, multiprocess=workers > 1 or reload)
     configure_logging(settings.log_level, log_format=settings.effective_log_format)  # also the migrations'
-    migrations.upgrade(settings.database_url, configure_logging=False)  # once, before any worker starts
+    if migrate:
+        migrations.upgrade(settings.database_url, configure_logging=False)  # once, before any worker starts
+    # Once it has shut down gracefully, uvicorn raises the SIGTERM it caught again, which would end the
+    # process as killed by the signal (status 143): a graceful shutdown exits 0 instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -69,6 +88,8 @@ def serve(
         http="httptools",
         log_config=logging_config(settings.log_level, log_format=settings.effective_log_format),
         server_header=False,
+        # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
         proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
     )
 
@@ -84,6 +105,34 @@ def _setup_metrics(settings: Settings, name: str, host: str, *, multiprocess: bo
         from app.core.observability import serve_metrics_port
 
         serve_metrics_port(host, settings.metrics_port, settings.metrics_token)
+
+
+@cli.command()
+def check(
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds allowed for each service.")] = 3.0,
+) -> None:
+    """Validate the configuration, show what it selects, and check that each service answers."""
+    from app.core.diagnostics import check_connectivity, describe
+
+    settings = _settings()  # exits 2 with the configuration errors
+    typer.echo("Configuration: valid")
+    for name, value in describe(settings):
+        typer.echo(f"  {name:<16} {value}")
+    typer.echo(f"Connectivity (timeout {timeout:g} s):")
+    failures = 0
+    for outcome in asyncio.run(check_connectivity(settings, timeout)):
+        if not outcome.configured:
+            state = "not configured"
+        elif outcome.error is None:
+            state = "ok"
+        else:
+            failures += 1
+            state = f"FAILED: {outcome.error}"
+        typer.echo(f"  {outcome.name:<16} {state}")
+    if failures:
+        typer.echo(f"{failures} check(s) failed.", err=True)
+        raise typer.Exit(1)
+    typer.echo("All checks passed.")
 
 
 @cli.command()

@@ -11,10 +11,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import media
+from app.api.health import include_health
 from app.api.v1.router import include_v1
 from app.core.cache import Cache
 from app.core.config import Settings, get_settings
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
+from app.core.health import Readiness
 from app.core.mail import create_mailer
 from app.core.middleware import install_http_middleware
 from app.core.observability import Observability
@@ -54,12 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mailer = create_mailer(settings)
     pubsub = create_pubsub(settings)
     storage = create_storage(settings)
+    readiness = Readiness(settings)
     in_process = None if settings.uses_celery else InProcessQueue()
+    celery_queue = None
     queue: TaskQueue
     if in_process is None:
         from app.workers.celery_app import create_celery  # imported only when Celery is used
 
-        queue = CeleryQueue(create_celery(settings), settings.task_queue)
+        queue = celery_queue = CeleryQueue(create_celery(settings), settings.task_queue)
     else:
         queue = in_process
     dispatcher = Dispatcher(pubsub, queue)
@@ -84,12 +89,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await scheduler.stop()
         if in_process is not None:
             await in_process.drain(SHUTDOWN_GRACE)
+        if celery_queue is not None:
+            await celery_queue.close()
         await pubsub.close()
         await engine.dispose()
         await limiter.close()
         await cache.close()
         await storage.close()
         observability.close()
+        await readiness.close()
 
     app = FastAPI(
         title="Conduit",
@@ -97,8 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url=f"{API_V1_PREFIX}/openapi.json",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        docs_url=None,  # served by install_docs, with assets from this origin
+        redoc_url=None,
         telemetry=observability.fastapi_telemetry(),
     )
     app.state.settings = settings
@@ -113,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = limiter
     app.state.cache = cache
     app.state.storage = storage
+    app.state.readiness = readiness
 
     install_error_handlers(app)
     # Innermost: the unit of work wraps exactly the routes (and sees their error responses).
@@ -130,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # After CORS, so that it wraps CORS: the middleware added last is the outermost.
     install_http_middleware(app, settings)
+    install_docs(app)
+    include_health(app)
     observability.install(app)  # outermost: request ids, the access log and metrics cover all the rest
     include_v1(app, API_V1_PREFIX)
     app.include_router(media.router)  # /media/{key}: uploaded files

@@ -190,7 +190,8 @@ async def make_client(database_url: str, tmp_path: Path, engine: AsyncEngine) ->
     opened: list[tuple[httpx.AsyncClient, Settings]] = []
 
     async def make(*, client_ip: str = "127.0.0.1", **overrides: object) -> httpx.AsyncClient:
-        settings = make_settings(database_url, tmp_path, **overrides)
+        url = str(overrides.pop("database_url", database_url))
+        settings = make_settings(url, tmp_path, **overrides)
         app = create_app(settings)
         http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=(client_ip, 50000)),
@@ -207,3 +208,4 @@ async def make_client(database_url: str, tmp_path: Path, engine: AsyncEngine) ->
         await http.aclose()
         await http.app.state.limiter.close()  # type: ignore[attr-defined]
         await http.app.state.engine.dispose()  # type: ignore[attr-defined]
+        await http.app.state.readiness.close()  # type: ignore[attr-defined]

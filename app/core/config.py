@@ -151,6 +151,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate limit such as '5/minute' or '100 per hour'")
         return value
 
+    # --- operations (app/core/health.py, app/cli.py) ---
+    health_timeout: float = Field(default=1.5, gt=0, description="seconds for each readiness check")
+    # Seconds uvicorn lets in-flight requests finish after SIGTERM before cancelling them.
+    graceful_shutdown_timeout: int = Field(default=15, ge=1)
+
     # --- mail (app/core/mail.py) ---
     # Without an SMTP host, emails are written as .eml files to var_dir/outbox instead.
     smtp_host: str | None = None

@@ -18,7 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.core.config import Settings
+from app.core.docs import DOCS_PAGES
 from app.core.errors import problem_response
+from app.core.health import is_probe
 from app.core.http_cache import HttpCacheMiddleware
 from app.core.profiling import ProfilingMiddleware
 
@@ -52,15 +54,15 @@ SECURITY_HEADERS = {
 }
 HSTS = "max-age=63072000; includeSubDomains"
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-# What FastAPI's Swagger UI and ReDoc pages load: bundles and CSS from jsDelivr, the favicon, ReDoc's
-# fonts, the OpenAPI document and ReDoc's search worker (a blob:). Swagger UI and ReDoc inject inline
-# styles, so styles need 'unsafe-inline'; inline scripts are allowed only by their hashes.
+# What the Swagger UI and ReDoc pages load (app/core/docs.py): scripts, styles and the favicon from this
+# origin, the OpenAPI document and the token endpoint (fetch), images inlined as data: URIs by the
+# bundles, and ReDoc's search worker (a blob:). Both inject inline styles, so styles need
+# 'unsafe-inline'; inline scripts are allowed only by their hashes.
 DOCS_CSP = (
-    "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-    "script-src https://cdn.jsdelivr.net{script_hashes}; "
-    "style-src 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; "
-    "img-src data: https://fastapi.tiangolo.com; "
+    "default-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'; "
+    "script-src 'self'{script_hashes}; "
+    "style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; "
     "connect-src 'self'; "
     "worker-src blob:"
 )
@@ -245,6 +247,11 @@ class BodyLimitMiddleware:
 _TRUSTED_HOST = "conduit.trusted_host"
 
 
+def _is_health_probe(scope: Scope) -> bool:
+    """Probes come by IP (no allowed Host) over plain HTTP, from inside: neither check applies."""
+    return scope["type"] == "http" and is_probe(scope["path"])
+
+
 async def _mark_trusted(scope: Scope, receive: Receive, send: Send) -> None:
     scope[_TRUSTED_HOST] = True
 
@@ -262,6 +269,9 @@ class TrustedHostProblemMiddleware:
         self.check = TrustedHostMiddleware(_mark_trusted, allowed_hosts=allowed_hosts, www_redirect=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_health_probe(scope):
+            await self.app(scope, receive, send)
+            return
         probe = dict(scope)
         await self.check(probe, receive, _discard)  # Starlette's plain-text 400 goes nowhere
         if probe.get(_TRUSTED_HOST):
@@ -283,6 +293,9 @@ class SecureHTTPSRedirectMiddleware(HTTPSRedirectMiddleware):
         self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_health_probe(scope):
+            await self.app(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["scheme"] == "http":  # the requests Starlette answers itself
             send = self.headers.wrap(scope, send)
         await super().__call__(scope, receive, send)
@@ -295,8 +308,7 @@ def install_http_middleware(app: FastAPI, settings: Settings) -> None:
     are known to all the rest), trusted hosts, HTTPS redirect (if enabled), security headers, body limit,
     HTTP caching (ETags).
     """
-    docs_paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    headers = SecurityHeaders(path for path in docs_paths if path)
+    headers = SecurityHeaders(DOCS_PAGES)
     # The middleware added last is the outermost.
     app.add_middleware(
         HttpCacheMiddleware,

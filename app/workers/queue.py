@@ -127,3 +127,7 @@ class CeleryQueue:
         ]
         workflow = signatures[0] if len(signatures) == 1 else chain(*signatures)
         await anyio.to_thread.run_sync(workflow.apply_async)
+
+    async def close(self) -> None:
+        """Close the broker connections kept for publishing."""
+        await anyio.to_thread.run_sync(self._celery.close)
