@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.models import Favorite, Follow, User
+from app.models import Comment, Favorite, Follow, Notification, User
 from tests.factories import PASSWORD, Api
 
 
@@ -52,3 +52,65 @@ async def test_parallel_follows_and_favorites(
     assert await _count(engine, Follow) == 1
     assert await _count(engine, Favorite) == 1
     assert (await client.get(f"/articles/{slug}")).json()["article"]["favoritesCount"] == 1
+
+
+async def test_fifty_parallel_favorites_by_one_user_count_once(
+    api: Api, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    author, fan = await api.register("author"), await api.register("fan")
+    slug = (await api.article(author))["slug"]
+    responses = await asyncio.gather(
+        *(client.post(f"/articles/{slug}/favorite", headers=fan.headers) for _ in range(50))
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert await _count(engine, Favorite) == 1
+    assert (await client.get(f"/articles/{slug}")).json()["article"]["favoritesCount"] == 1
+    assert await _count(engine, Notification) == 1  # the author hears of it once
+
+
+async def test_fifty_users_favoriting_count_fifty(api: Api, client: httpx.AsyncClient) -> None:
+    author = await api.register("author")
+    slug = (await api.article(author))["slug"]
+    fans = [await api.register(f"fan{n}") for n in range(50)]
+    responses = await asyncio.gather(
+        *(client.post(f"/articles/{slug}/favorite", headers=fan.headers) for fan in fans)
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert (await client.get(f"/articles/{slug}")).json()["article"]["favoritesCount"] == 50
+    unfavorites = await asyncio.gather(
+        *(client.delete(f"/articles/{slug}/favorite", headers=fan.headers) for fan in fans[:20])
+    )
+    assert {r.status_code for r in unfavorites} == {200}
+    assert (await client.get(f"/articles/{slug}")).json()["article"]["favoritesCount"] == 30
+
+
+async def test_parallel_comments_and_equal_titles(
+    api: Api, client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    author = await api.register("author")
+    slug = (await api.article(author, "Base"))["slug"]
+    comments = await asyncio.gather(
+        *(
+            client.post(
+                f"/articles/{slug}/comments", json={"comment": {"body": f"#{n}"}}, headers=author.headers
+            )
+            for n in range(30)
+        )
+    )
+    assert {r.status_code for r in comments} == {200}
+    assert len({r.json()["comment"]["id"] for r in comments}) == 30
+    assert await _count(engine, Comment) == 30
+    articles = await asyncio.gather(
+        *(
+            client.post(
+                "/articles",
+                json={"article": {"title": "Same title", "description": "d", "body": "b"}},
+                headers=author.headers,
+            )
+            for _ in range(20)
+        )
+    )
+    assert {r.status_code for r in articles} == {201}
+    slugs = {r.json()["article"]["slug"] for r in articles}
+    assert len(slugs) == 20 and "same-title" in slugs
+    assert (await client.get("/articles?author=author&limit=100")).json()["articlesCount"] == 21
