@@ -98,6 +98,9 @@ def create_celery(settings: Settings) -> Celery:
 
         celery.task(
             name=spec.name,
+            # Not shared: a shared task is added to every Celery app created later in the process, with
+            # this app's settings captured in its body (another app's export directory, database...).
+            shared=False,
             bind=True,
             acks_late=True,
             reject_on_worker_lost=True,
