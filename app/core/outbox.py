@@ -76,8 +76,9 @@ class Dispatcher:
 
     async def dispatch(self, items: list[Deferred]) -> None:
         """Deliver committed work. Never raises: the transaction is committed whatever happens here,
-        so a failure is logged (a lost push costs a client a REST reload; jobs are retried by the
-        queue, and the housekeeping job repairs what a lost one leaves behind)."""
+        so a failure is logged. A lost push costs a client a REST reload; a lost export chain is sent
+        again by housekeeping; a lost article fan-out is not repaired (its followers can still read
+        the article in their feed)."""
         for item in items:
             try:
                 if isinstance(item, Publish):
