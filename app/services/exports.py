@@ -386,17 +386,16 @@ async def requeue_stale(
     return len(stale), emails
 
 
-async def expired_exports(
-    session: AsyncSession, *, older_than: timedelta, limit: int
-) -> list[tuple[int, str | None]]:
-    """Up to ``limit`` finished exports that ended more than ``older_than`` ago: ids and archive names."""
-    rows = await session.execute(
-        select(Export.id, Export.file_name)
-        .where(Export.state.in_(FINISHED), Export.finished_at < utcnow() - older_than)
-        .order_by(Export.id)
-        .limit(limit)
+async def expired_exports(session: AsyncSession, *, older_than: timedelta, limit: int) -> list[int]:
+    """The ids of up to ``limit`` finished exports that ended more than ``older_than`` ago."""
+    return list(
+        await session.scalars(
+            select(Export.id)
+            .where(Export.state.in_(FINISHED), Export.finished_at < utcnow() - older_than)
+            .order_by(Export.id)
+            .limit(limit)
+        )
     )
-    return [(row.id, row.file_name) for row in rows]
 
 
 async def delete_exports(session: AsyncSession, export_ids: list[int]) -> int:
@@ -556,10 +555,12 @@ def remove_staging(export_dir: Path, export_id: int) -> None:
     shutil.rmtree(staging_dir(export_dir, export_id), ignore_errors=True)
 
 
-def remove_files(export_dir: Path, exports: list[tuple[int, str | None]]) -> None:
-    for export_id, file_name in exports:
-        if file_name is not None:
-            (export_dir / file_name).unlink(missing_ok=True)
+def remove_files(export_dir: Path, export_ids: list[int]) -> None:
+    """Remove everything of these exports on disk: the staging directory, and the archive whether it
+    was recorded or not. (The archive step writes it before the transaction that records it, which
+    may fail: a failed export can have an archive that its row does not name.)"""
+    for export_id in export_ids:
+        (export_dir / archive_name(export_id)).unlink(missing_ok=True)
         remove_staging(export_dir, export_id)
 
 

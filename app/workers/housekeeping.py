@@ -45,7 +45,7 @@ async def run(ctx: JobContext) -> None:
             break
         await anyio.to_thread.run_sync(exports.remove_files, export_dir, expired)
         async with ctx.unit_of_work() as session:
-            purged += await exports.delete_exports(session, [export_id for export_id, _ in expired])
+            purged += await exports.delete_exports(session, expired)
         if len(expired) < EXPORT_PURGE_BATCH:
             break
     # Running without progress for longer than the broker takes to hand a lost job to another worker,
