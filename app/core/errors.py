@@ -25,6 +25,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 logger = logging.getLogger("conduit.errors")
 
@@ -266,19 +267,28 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the requested path answers to. (Starlette's 405 names only those of the first route
+    that matched the path, and the router has one route per method: GET and PUT /user are two.)"""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if (route_methods := getattr(route, "methods", None)) and route.matches(request.scope)[
+            0
+        ] != Match.NONE:
+            methods |= route_methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = HTTPStatus(exc.status_code)
     detail = (
         exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else status.phrase.lower()
     )
-    return problem_response(
-        request,
-        status,
-        detail,
-        code=status.name.lower(),
-        headers=dict(exc.headers or {}),
-    )
+    headers = dict(exc.headers or {})
+    if status is HTTPStatus.METHOD_NOT_ALLOWED:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(request, status, detail, code=status.name.lower(), headers=headers)
 
 
 async def _integrity_error(request: Request, exc: Exception) -> Response:

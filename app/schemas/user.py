@@ -7,7 +7,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 from pydantic.alias_generators import to_camel
 
 from app.core.errors import PATTERN_MESSAGES
-from app.schemas.common import CleanText, Schema
+from app.schemas.common import NOT_BLANK, CleanText, Schema, Strip
 
 USERNAME_MAX = 64
 PASSWORD_MIN = 8
@@ -28,18 +28,14 @@ def _normalise_email(value: str) -> str:
 
 Username = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=USERNAME_MAX,
-        pattern=USERNAME_PATTERN,
-    ),
+    StringConstraints(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN),
     CleanText,
     Field(description="Letters, digits, `_` and `-`.", examples=["jake"]),
 ]
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=320),
+    StringConstraints(min_length=3, max_length=320),
+    Strip,
     CleanText,
     AfterValidator(_normalise_email),
     Field(json_schema_extra={"format": "email"}, examples=["jake@example.com"]),
@@ -58,7 +54,8 @@ Bio = Annotated[
 ]
 ImageUrl = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, max_length=IMAGE_MAX),
+    StringConstraints(max_length=IMAGE_MAX),
+    Strip,
     CleanText,
     Field(examples=["https://api.realworld.io/images/smiley-cyrus.jpg"]),
 ]
@@ -91,9 +88,7 @@ class NewUserRequest(BaseModel):
 class LoginUser(BaseModel):
     # No policy on login: any string is checked against the stored hash.
     email: Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=320),
-        CleanText,
+        str, StringConstraints(min_length=1, max_length=320, pattern=NOT_BLANK), Strip, CleanText
     ]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024), CleanText]
 

@@ -1,0 +1,85 @@
+"""The OpenAPI document: what FastAPI derives from the routes, completed with the answers that layers
+outside the routes give, so that it declares every status an operation can return.
+
+Each route declares its own errors (``error_responses(...)``). What the middleware and the error
+handlers add to every route is declared here, once, by the rules that decide it:
+
+- every operation: 400 (a ``Host`` that ``CONDUIT_ALLOWED_HOSTS`` does not allow), 429 (the global
+  per-IP rate limit) and 503 (the database unavailable, or the rate limiter's Redis with
+  ``CONDUIT_RATE_LIMIT_FAIL_OPEN=false``);
+- operations with a request body: also 400 for a body that cannot be decoded, 413 past
+  ``CONDUIT_MAX_BODY_BYTES`` and 422 for a body that is not valid;
+- writes: 409, the answer to a constraint violation no service anticipated (e.g. a concurrent change);
+- JSON reads that get an ETag (``app/core/http_cache.py``): 304 for a current ``If-None-Match``.
+
+The schemathesis run in ``tests/fuzz`` holds the document to this: a status an operation answers
+that is not declared fails it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.core.errors import error_responses
+from app.core.middleware import carries_credentials
+
+EVERY_OPERATION = {
+    HTTPStatus.BAD_REQUEST: "The request could not be read: an undecodable or malformed body, or a Host "
+    "header that is not allowed.",
+    HTTPStatus.TOO_MANY_REQUESTS: "A rate limit is exhausted; `Retry-After` says when to retry.",
+    HTTPStatus.SERVICE_UNAVAILABLE: "A dependency (the database) is unavailable; retry later.",
+}
+WITH_BODY = {
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "The request body exceeds CONDUIT_MAX_BODY_BYTES.",
+    HTTPStatus.UNPROCESSABLE_ENTITY: "The request body is not valid.",
+}
+WRITES = {HTTPStatus.CONFLICT: "The request conflicts with existing data (e.g. a concurrent change)."}
+NOT_MODIFIED = {"description": "Not Modified: the ETag sent in `If-None-Match` is still current."}
+WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+
+
+def _problem(status: HTTPStatus, description: str) -> dict[str, Any]:
+    # The same entry as error_responses(), as FastAPI renders it, with a description of the cause.
+    (entry,) = error_responses(status).values()
+    return {"description": description, "content": entry["content"]}
+
+
+def _is_json_read(method: str, path: str, operation: dict[str, Any]) -> bool:
+    success = operation["responses"].get("200", {})
+    return (
+        method == "get" and not carries_credentials(path) and "application/json" in success.get("content", {})
+    )
+
+
+def complete(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the statuses that the layers around the routes answer to each operation of ``document``."""
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            responses: dict[str, Any] = operation["responses"]
+            added = dict(EVERY_OPERATION)
+            if "requestBody" in operation:
+                added.update(WITH_BODY)
+            if method in WRITE_METHODS:
+                added.update(WRITES)
+            for status, description in added.items():
+                responses.setdefault(str(int(status)), _problem(status, description))
+            if _is_json_read(method, path, operation):
+                responses.setdefault(str(int(HTTPStatus.NOT_MODIFIED)), NOT_MODIFIED)
+            operation["responses"] = dict(sorted(responses.items()))
+    return document
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve ``complete(...)`` of FastAPI's document (built once, on first use, as FastAPI does)."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
