@@ -28,7 +28,7 @@ class PasswordGrantForm(BaseModel):
     """The OAuth2 password grant (RFC 6749 §4.3), as a form. ``username`` may also be an email."""
 
     # An empty form field counts as absent, so "" is accepted like a missing grant_type.
-    grant_type: Annotated[str | None, Field(pattern="^(password)?$")] = None
+    grant_type: Annotated[str, Field(pattern="^(password)?$")] = ""
     username: Annotated[
         str, StringConstraints(min_length=1, max_length=320, pattern=NOT_BLANK), Strip, CleanText
     ]

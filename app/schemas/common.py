@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     PlainSerializer,
     StrictInt,
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from app.core.errors import PATTERN_MESSAGES
 
@@ -49,8 +53,22 @@ def _clean_text(value: str) -> str:
     return value
 
 
+class _NoNul:
+    """Refuses NUL, and says so in the JSON schema (``not`` a string containing one)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(_clean_text, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["not"] = {"pattern": r"\x00"}
+        return json_schema
+
+
 # Put after any StringConstraints, so that length and pattern errors keep their string messages.
-CleanText = AfterValidator(_clean_text)
+CleanText = _NoNul()
 
 # The characters str.strip() removes (those for which str.isspace() is true), spelled out: patterns
 # must mean the same in Python and in JSON Schema (ECMA-262), whose ``\s`` is another set.

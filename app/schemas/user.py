@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from pydantic.alias_generators import to_camel
 
@@ -16,6 +16,17 @@ BIO_MAX = 4096
 IMAGE_MAX = 2048
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 PATTERN_MESSAGES[USERNAME_PATTERN] = "may contain only letters, digits, '_' and '-'"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{char.lower()}{char.upper()}]" if char.isalpha() else char for char in word)
+
+
+# email_validator refuses addresses at special-use domains (RFC 6761: .test, .local, .invalid, …),
+# which JSON Schema's "email" format allows: the schema excludes them with a "not" pattern (which also
+# says what CleanText's would, as this one takes its place).
+SPECIAL_USE = "|".join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)
+REFUSED_EMAIL = rf"\x00|@(?:[^@]*\.)?(?:{SPECIAL_USE})$"
 
 
 def _normalise_email(value: str) -> str:
@@ -38,7 +49,10 @@ Email = Annotated[
     Strip,
     CleanText,
     AfterValidator(_normalise_email),
-    Field(json_schema_extra={"format": "email"}, examples=["jake@example.com"]),
+    Field(
+        json_schema_extra={"format": "email", "not": {"pattern": REFUSED_EMAIL}},
+        examples=["jake@example.com"],
+    ),
 ]
 Password = Annotated[
     str,
