@@ -12,6 +12,8 @@ handlers add to every route is declared here, once, by the rules that decide it:
 - writes: 409, the answer to a constraint violation no service anticipated (e.g. a concurrent change);
 - JSON reads that get an ETag (``app/core/http_cache.py``): 304 for a current ``If-None-Match``.
 
+It also adds the links from the responses that create something to the operations on it (``LINKS``).
+
 The schemathesis run in ``tests/fuzz`` holds the document to this: a status an operation answers
 that is not declared fails it.
 """
@@ -42,6 +44,56 @@ NOT_MODIFIED = {"description": "Not Modified: the ETag sent in `If-None-Match` i
 WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
 
 
+# OpenAPI links: what a response's values can be passed to. (Clients and schemathesis' stateful tests
+# follow them: create an article, then read, change, favorite, comment on and delete it by its slug.)
+ARTICLE = "/api/v1/articles/{slug}"
+COMMENTS = f"{ARTICLE}/comments"
+EXPORT = "/api/v1/exports/{export_id}"
+PROFILE = "/api/v1/profiles/{username}"
+NEW_SLUG = {"slug": "$response.body#/article/slug"}
+SAME_SLUG = {"slug": "$request.path.slug"}
+LINKS: dict[tuple[str, str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("/api/v1/articles", "post", "201"): {
+        "GetArticle": (ARTICLE, "get", NEW_SLUG),
+        "UpdateArticle": (ARTICLE, "put", NEW_SLUG),
+        "DeleteArticle": (ARTICLE, "delete", NEW_SLUG),
+        "FavoriteArticle": (f"{ARTICLE}/favorite", "post", NEW_SLUG),
+        "UnfavoriteArticle": (f"{ARTICLE}/favorite", "delete", NEW_SLUG),
+        "ListComments": (COMMENTS, "get", NEW_SLUG),
+        "AddComment": (COMMENTS, "post", NEW_SLUG),
+        "AddImage": (f"{ARTICLE}/images", "post", NEW_SLUG),
+    },
+    (COMMENTS, "post", "200"): {
+        "DeleteComment": (
+            f"{COMMENTS}/{{comment_id}}",
+            "delete",
+            {**SAME_SLUG, "comment_id": "$response.body#/comment/id"},
+        ),
+    },
+    (f"{ARTICLE}/images", "post", "201"): {
+        "DeleteImage": (
+            f"{ARTICLE}/images/{{image_id}}",
+            "delete",
+            {**SAME_SLUG, "image_id": "$response.body#/article/images/0/id"},
+        ),
+    },
+    ("/api/v1/exports", "post", "202"): {
+        "GetExport": (EXPORT, "get", {"export_id": "$response.body#/export/id"}),
+        "DownloadExport": (f"{EXPORT}/download", "get", {"export_id": "$response.body#/export/id"}),
+    },
+    ("/api/v1/users", "post", "201"): {
+        "GetProfile": (PROFILE, "get", {"username": "$response.body#/user/username"}),
+        "Follow": (f"{PROFILE}/follow", "post", {"username": "$response.body#/user/username"}),
+        "Unfollow": (f"{PROFILE}/follow", "delete", {"username": "$response.body#/user/username"}),
+    },
+}
+
+
+def _operation_ref(path: str, method: str) -> str:
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    return f"#/paths/{escaped}/{method}"
+
+
 def _problem(status: HTTPStatus, description: str) -> dict[str, Any]:
     # The same entry as error_responses(), as FastAPI renders it, with a description of the cause.
     (entry,) = error_responses(status).values()
@@ -70,6 +122,12 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             if _is_json_read(method, path, operation):
                 responses.setdefault(str(int(HTTPStatus.NOT_MODIFIED)), NOT_MODIFIED)
             operation["responses"] = dict(sorted(responses.items()))
+    for (path, method, code), links in LINKS.items():
+        response = document["paths"][path][method]["responses"][code]
+        response["links"] = {
+            name: {"operationRef": _operation_ref(target, target_method), "parameters": parameters}
+            for name, (target, target_method, parameters) in links.items()
+        }
     return document
 
 

@@ -38,7 +38,7 @@ import io
 import os
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events, from_schema
+from schemathesis.engine.run import PhaseName
 from schemathesis.python import asgi
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -81,7 +82,7 @@ SEMANTIC_422: dict[str, dict[str, tuple[str, ...]]] = {
     "POST /api/v1/admin/users/{username}/deactivate": {"username": ("cannot deactivate yourself",)},
 }
 # positive_data_acceptance's defaults, with 422 for those operations only (then policed as above).
-ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
+ACCEPTING_422 = {"expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]}
 
 
 @schemathesis.check
@@ -142,7 +143,57 @@ def fuzz_app(database_url: str, tmp_path: Path, engine: AsyncEngine) -> Iterator
     Depends on ``engine`` so that the tables are emptied after the test, like after any other.
     """
     yield create_app(make_settings(database_url, tmp_path))
-    asgi.shutdown_lifespans()  # the app's own shutdown: jobs drained, connections closed
+    # The app's shutdown (jobs drained, connections closed). Schemathesis' pytest plugin does it too,
+    # before the fixtures are torn down; this covers a run without the plugin.
+    asgi.shutdown_lifespans()
+
+
+class Identity:
+    """The registered user the requests are made as, kept across the run so that what one request
+    creates, the next can change or delete. When its token stops working (logged out everywhere), it logs
+    in again, with the email and password it last set; only if that fails too (deactivated by the admin)
+    is another user registered."""
+
+    def __init__(self, schema: Any) -> None:
+        self.register = schema["/api/v1/users"]["POST"]
+        self.login = schema["/api/v1/users/login"]["POST"]
+        self.token: str | None = None
+        self.email = self.password = ""
+        self.users = 0
+
+    def _call(self, operation: Any, user: dict[str, str]) -> Any:
+        return operation.Case(body={"user": user}, media_type="application/json").call()
+
+    def current(self) -> str:
+        if self.token is None and self.email:
+            response = self._call(self.login, {"email": self.email, "password": self.password})
+            self.token = response.json()["user"]["token"] if response.status_code == 200 else None
+        if self.token is None:
+            name = f"fuzz-{uuid.uuid4().hex[:12]}"
+            self.email, self.password = f"{name}@example.com", PASSWORD
+            response = self._call(
+                self.register, {"username": name, "email": self.email, "password": PASSWORD}
+            )
+            assert response.status_code == 201, response.text
+            self.token = response.json()["user"]["token"]
+            self.users += 1
+        return self.token
+
+    def after_call(self, context: Any, case: schemathesis.Case, response: schemathesis.Response) -> None:
+        if (case.headers or {}).get("Authorization") != f"Token {self.token}":
+            return  # not sent as this user (a check's probe without credentials, a generated header)
+        if not case.operation.definition.raw.get("security"):
+            return  # the token was not what was checked (a 401 from login is about the password)
+        if case.operation.label == "PUT /api/v1/user" and response.status_code == 200:
+            user = response.json()["user"]
+            self.token, self.email = user["token"], user["email"]  # a new password keeps this token
+            sent = case.body["user"] if isinstance(case.body, dict) else {}
+            if isinstance(sent, dict) and isinstance(sent.get("password"), str):
+                self.password = sent["password"]
+        elif response.status_code == 401 or (
+            case.operation.label == "POST /api/v1/auth/logout-all" and response.status_code == 204
+        ):
+            self.token = None
 
 
 def _token_auth(token: Callable[[], str]) -> type:
@@ -156,45 +207,42 @@ def _token_auth(token: Callable[[], str]) -> type:
     return TokenAuth
 
 
-def _load(app: FastAPI, admin: Account) -> Any:
+def _load(app: FastAPI, admin: Account) -> tuple[Any, Identity]:
     config = SchemathesisConfig.from_dict(
         {
             "seed": SEED,
             "generation": {"max-examples": EXAMPLES, "database": "none"},
             "operations": [
-                {"include-name": name, "checks": {"positive_data_acceptance": {"expected-statuses": ACCEPTED}}}
+                {"include-name": name, "checks": {"positive_data_acceptance": ACCEPTING_422}}
                 for name in SEMANTIC_422
             ],
         }
     )
     schema = schemathesis.openapi.from_asgi(OPENAPI, app, config=config)
-    register = schema["/api/v1/users"]["POST"]
-
-    def new_user() -> str:
-        name = f"fuzz-{uuid.uuid4().hex[:12]}"
-        body = {"user": {"username": name, "email": f"{name}@example.com", "password": PASSWORD}}
-        response = register.Case(body=body, media_type="application/json").call()
-        assert response.status_code == 201, response.text
-        return str(response.json()["user"]["token"])
-
+    user = Identity(schema)
+    # Not cached by schemathesis: each request asks, and gets the current token.
     schema.auth(refresh_interval=None).apply_to(tag="Admin")(_token_auth(lambda: admin.token))
-    schema.auth(refresh_interval=3600).skip_for(tag="Admin")(_token_auth(new_user))
-    return schema
+    schema.auth(refresh_interval=None).skip_for(tag="Admin")(_token_auth(user.current))
+    schema.hooks.register_hook_with_name(user.after_call, "after_call")
+    return schema, user
 
 
 def _report(failures: list[str], statuses: dict[str, Counter[int]]) -> str:
-    seen = "\n".join(f"  {label}: {dict(sorted(counts.items()))}" for label, counts in sorted(statuses.items()))
+    seen = "\n".join(f"  {label}: {dict(sorted(seen.items()))}" for label, seen in sorted(statuses.items()))
     return "\n\n".join([*failures, f"statuses seen per operation:\n{seen}"])
 
 
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")  # schemathesis' own
 def test_every_operation_conforms(fuzz_app: FastAPI, admin: Account) -> None:
-    schema = _load(fuzz_app, admin)
+    schema, user = _load(fuzz_app, admin)
     operations = {result.ok().label for result in schema.get_all_operations()}
     failures: list[str] = []
     statuses: dict[str, Counter[int]] = defaultdict(Counter)
+    stateful_scenarios = 0
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished):
             recorder = event.recorder
+            stateful_scenarios += event.phase == PhaseName.STATEFUL_TESTING
             for case_id, node in recorder.cases.items():
                 interaction = recorder.interactions.get(case_id)
                 if interaction is not None and interaction.response is not None:
@@ -213,3 +261,5 @@ def test_every_operation_conforms(fuzz_app: FastAPI, admin: Account) -> None:
             raise event.exception
     assert not failures, _report(failures, statuses)
     assert operations <= set(statuses), f"never called: {sorted(operations - set(statuses))}"
+    assert stateful_scenarios, "the stateful phase ran no scenario (no links between the operations?)"
+    print(f"\n{len(operations)} operations, {user.users} users\n{_report([], statuses)}")
