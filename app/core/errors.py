@@ -267,16 +267,18 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method the requested path answers to. (Starlette's 405 names only those of the first route
     that matched the path, and the router has one route per method: GET and PUT /user are two.)"""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if (route_methods := getattr(route, "methods", None)) and route.matches(request.scope)[
-            0
-        ] != Match.NONE:
-            methods |= route_methods
-    return ", ".join(sorted(methods))
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
