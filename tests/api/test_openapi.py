@@ -82,3 +82,5 @@ async def test_method_not_allowed_lists_every_method_of_the_path(client: httpx.A
     assert response.headers["Content-Type"] == "application/problem+json"
     favorite = await client.request("OPTIONS", "/articles/some-slug/favorite")
     assert favorite.headers["Allow"] == "DELETE, POST"
+    # The feed, not an article called "feed" (no article gets that slug): what the document says.
+    assert (await client.request("OPTIONS", "/articles/feed")).headers["Allow"] == "GET"
