@@ -21,6 +21,7 @@ from app.core.health import Readiness
 from app.core.mail import create_mailer
 from app.core.middleware import install_http_middleware
 from app.core.observability import Observability
+from app.core.openapi import install_openapi
 from app.core.outbox import Dispatcher, TaskQueue
 from app.core.pubsub import create_pubsub
 from app.core.ratelimit import RateLimiter, RateLimitMiddleware
@@ -144,4 +145,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observability.install(app)  # outermost: request ids, the access log and metrics cover all the rest
     include_v1(app, API_V1_PREFIX)
     app.include_router(media.router)  # /media/{key}: uploaded files
+    install_openapi(app)
     return app

@@ -13,6 +13,7 @@ Nothing internal (tracebacks, SQL, driver names, paths) is ever rendered.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 logger = logging.getLogger("conduit.errors")
 
@@ -266,19 +268,45 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+_TEMPLATE_PARAMETER = re.compile(r"\\\{[^/]*?\\\}")  # a "{name}" of a path template, once escaped
+
+
+def _documented_methods(app: Any, path: str) -> list[str] | None:
+    """The methods the OpenAPI document gives the path, by its most specific template (a literal segment
+    before a parameter: ``/articles/feed`` is the feed, not the article ``feed``); None if undocumented."""
+    matching = [
+        (template.count("{"), item)
+        for template, item in app.openapi().get("paths", {}).items()
+        if re.fullmatch(_TEMPLATE_PARAMETER.sub("[^/]+", re.escape(template)), path)
+    ]
+    return sorted(method.upper() for method in min(matching, key=lambda m: m[0])[1]) if matching else None
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the requested resource. (Starlette's 405 names only those of the first route
+    that matched the path, and the router has one route per method: GET and PUT /user are two.)"""
+    documented = _documented_methods(request.app, request.url.path)
+    if documented is not None:
+        return ", ".join(documented)
+    routes = request.app.router.routes  # outside the API (/docs, /media): ask the routes themselves
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = HTTPStatus(exc.status_code)
     detail = (
         exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else status.phrase.lower()
     )
-    return problem_response(
-        request,
-        status,
-        detail,
-        code=status.name.lower(),
-        headers=dict(exc.headers or {}),
-    )
+    headers = dict(exc.headers or {})
+    if status is HTTPStatus.METHOD_NOT_ALLOWED:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(request, status, detail, code=status.name.lower(), headers=headers)
 
 
 async def _integrity_error(request: Request, exc: Exception) -> Response:

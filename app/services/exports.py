@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 import orjson
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
@@ -36,6 +36,7 @@ from app.core.outbox import Enqueue, Job, after_commit
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts, json_array_agg
 from app.models import Article, ArticleTag, Comment, Export, ExportState, NotificationKind, Tag, User
+from app.models.export import UNFINISHED_PREDICATE
 from app.schemas.common import format_timestamp
 from app.schemas.export import ExportOut
 from app.services import notifications
@@ -55,7 +56,7 @@ MANIFEST_DONE = 85
 ARCHIVE_DONE = 95
 
 UNFINISHED = (ExportState.PENDING, ExportState.RUNNING)
-UNFINISHED_WHERE = Export.state.in_(UNFINISHED)  # the predicate of the partial unique index
+UNFINISHED_WHERE = text(UNFINISHED_PREDICATE)  # the partial unique index's (see app/models/export.py)
 FINISHED = (ExportState.DONE, ExportState.FAILED)
 CREATE_ATTEMPTS = 3
 

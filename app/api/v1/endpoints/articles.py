@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from app.api.v1.dependencies import (
+    OPTIONAL_AUTH,
     CacheDep,
     CurrentUser,
     MediaLinksDep,
@@ -39,6 +40,7 @@ FilterQuery = Annotated[str | None, Query(max_length=64)]
     description="Newest first, filtered by `tag`, `author` and/or `favorited` (a username). "
     "`articlesCount` is the total number of matching articles.",
     responses=error_responses(401, 422),
+    openapi_extra=OPTIONAL_AUTH,
 )
 async def list_articles(
     session: SessionDep,
@@ -103,6 +105,7 @@ async def create_article(
     summary="Get an article",
     description="One article with its body.",
     responses=error_responses(401, 404, 422),
+    openapi_extra=OPTIONAL_AUTH,
 )
 async def get_article(
     slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep

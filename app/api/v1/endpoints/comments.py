@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Path, Response, status
 
 from app.api.v1.dependencies import (
-    MAX_INT32,
+    OPTIONAL_AUTH,
     CacheDep,
     CurrentUser,
     MailerDep,
@@ -20,6 +20,7 @@ from app.core.errors import error_responses
 from app.core.mail import send_quietly
 from app.core.responses import JSONBytes
 from app.schemas.comment import CommentListResponse, CommentResponse, NewCommentRequest
+from app.schemas.common import MAX_INT32
 from app.services import comments as comment_service
 
 router = APIRouter(prefix="/articles/{slug}/comments", tags=["Comments"])
@@ -33,6 +34,7 @@ SlugPath = Annotated[str, Path(max_length=255, description="The article's slug."
     summary="List comments",
     description="The article's comments, newest first.",
     responses=error_responses(401, 404, 422),
+    openapi_extra=OPTIONAL_AUTH,
 )
 async def list_comments(
     slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
-from app.api.v1.dependencies import MAX_INT32, CurrentUser, SessionDep, SettingsDep
+from app.api.v1.dependencies import CurrentUser, SessionDep, SettingsDep
 from app.core.errors import PROBLEM_MEDIA_TYPE, error_responses
+from app.schemas.common import MAX_INT32
 from app.schemas.export import ExportConflict, ExportResponse
 from app.services import exports as export_service
 

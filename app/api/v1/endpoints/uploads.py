@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, status
 
 from app.api.v1.dependencies import (
-    MAX_INT32,
     CurrentCaller,
     CurrentUser,
     LimiterDep,
@@ -20,6 +19,7 @@ from app.api.v1.endpoints.users import user_response
 from app.api.v1.multipart import FIELD, receive_file
 from app.core.errors import error_responses
 from app.schemas.article import ArticleResponse
+from app.schemas.common import MAX_INT32
 from app.schemas.user import UserResponse
 from app.services import articles as article_service
 from app.services import media as media_service
@@ -27,6 +27,7 @@ from app.services.media import UploadRules
 
 router = APIRouter(tags=["Uploads"])
 
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 SlugPath = Annotated[str, Path(max_length=255, description="The article's slug.")]
 ImageIdPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="The image's id.")]
 
@@ -47,7 +48,9 @@ MULTIPART_BODY: dict[str, Any] = {
                             "(5 MiB by default) and CONDUIT_UPLOAD_MAX_PIXELS.",
                         }
                     },
-                }
+                },
+                # What is accepted; the type is still decided by the file's content, never this.
+                "encoding": {FIELD: {"contentType": ", ".join(IMAGE_TYPES)}},
             }
         },
     }
