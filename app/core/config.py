@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=10.0, gt=0)
     db_pool_recycle: int = Field(default=1800, ge=-1)
     db_echo: bool = False
+    # Bounds on every database wait (docs/reliability.md), so a hung or unreachable database fails a
+    # request with a 503 instead of holding it. Migrations run without the statement and lock bounds.
+    db_connect_timeout: float = Field(default=5.0, gt=0, description="seconds to open a connection")
+    db_statement_timeout: float = Field(
+        default=15.0, gt=0, description="seconds a statement may run (PostgreSQL statement_timeout)"
+    )
+    db_lock_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a statement waits for a lock (SQLite: the busy timeout)"
+    )
 
     redis_url: str | None = None
 
