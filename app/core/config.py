@@ -161,6 +161,9 @@ class Settings(BaseSettings):
         return value
 
     # --- operations (app/core/health.py, app/cli.py) ---
+    # Seconds the server may work on a request before answering 503 in its place (time spent waiting
+    # for the client's body does not count; WebSockets and a response already started are exempt).
+    request_timeout: float = Field(default=30.0, gt=0)
     health_timeout: float = Field(default=1.5, gt=0, description="seconds for each readiness check")
     # Seconds uvicorn lets in-flight requests finish after SIGTERM before cancelling them.
     graceful_shutdown_timeout: int = Field(default=15, ge=1)
