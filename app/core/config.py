@@ -216,6 +216,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_presign_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600, description="seconds")
+    # A hung S3 fails an upload after at most attempts x (connect + read timeout) plus retry backoff.
+    s3_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    s3_read_timeout: float = Field(default=10.0, gt=0, description="seconds without a byte from S3")
+    s3_max_attempts: int = Field(default=2, ge=1, le=10, description="tries of each S3 request")
     # Base of the URLs of uploaded images (e.g. https://api.example.com); unset: the request's own
     # scheme and host, so they work behind any port or proxy.
     public_url: str | None = None
