@@ -15,6 +15,7 @@ from app.api.health import include_health
 from app.api.v1.router import include_v1
 from app.core.cache import Cache
 from app.core.config import Settings, get_settings
+from app.core.deadline import RequestDeadlineMiddleware
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.health import Readiness
@@ -127,6 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Innermost: the unit of work wraps exactly the routes (and sees their error responses).
     app.add_middleware(UnitOfWorkMiddleware, sessionmaker=sessionmaker, cache=cache, dispatcher=dispatcher)
+    # Around the unit of work, so that work cut off by the deadline is rolled back; inside CORS, so that
+    # browsers can read its 503.
+    app.add_middleware(RequestDeadlineMiddleware, timeout=settings.request_timeout)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, rule=settings.rate_limit_default_ip)
     app.add_middleware(

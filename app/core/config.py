@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=10.0, gt=0)
     db_pool_recycle: int = Field(default=1800, ge=-1)
     db_echo: bool = False
+    # Bounds on every database wait (docs/reliability.md), so a hung or unreachable database fails a
+    # request with a 503 instead of holding it. Migrations run without the statement and lock bounds.
+    db_connect_timeout: float = Field(default=5.0, gt=0, description="seconds to open a connection")
+    db_statement_timeout: float = Field(
+        default=15.0, gt=0, description="seconds a statement may run (PostgreSQL statement_timeout)"
+    )
+    db_lock_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a statement waits for a lock (SQLite: the busy timeout)"
+    )
 
     redis_url: str | None = None
 
@@ -152,6 +161,9 @@ class Settings(BaseSettings):
         return value
 
     # --- operations (app/core/health.py, app/cli.py) ---
+    # Seconds the server may work on a request before answering 503 in its place (time spent waiting
+    # for the client's body does not count; WebSockets and a response already started are exempt).
+    request_timeout: float = Field(default=30.0, gt=0)
     health_timeout: float = Field(default=1.5, gt=0, description="seconds for each readiness check")
     # Seconds uvicorn lets in-flight requests finish after SIGTERM before cancelling them.
     graceful_shutdown_timeout: int = Field(default=15, ge=1)
@@ -204,6 +216,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_presign_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600, description="seconds")
+    # A hung S3 fails an upload after at most attempts x (connect + read timeout) plus retry backoff.
+    s3_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    s3_read_timeout: float = Field(default=10.0, gt=0, description="seconds without a byte from S3")
+    s3_max_attempts: int = Field(default=2, ge=1, le=10, description="tries of each S3 request")
     # Base of the URLs of uploaded images (e.g. https://api.example.com); unset: the request's own
     # scheme and host, so they work behind any port or proxy.
     public_url: str | None = None

@@ -22,7 +22,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -32,6 +32,7 @@ logger = logging.getLogger("conduit.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 REQUEST_ID = "conduit.request_id"  # the scope key of the request's id (app/core/observability.py)
+RETRY_AFTER = "1"  # seconds, in every 503: outages of a dependency are usually short
 
 
 class AppError(Exception):
@@ -118,8 +119,13 @@ class QuotaExceededError(AppError):
 
 
 class ServiceUnavailableError(AppError):
+    """A dependency (the database, the storage) failed or took too long: worth retrying shortly."""
+
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
     code = "service_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": RETRY_AFTER}
 
 
 class RateLimitedError(AppError):
@@ -337,18 +343,23 @@ async def _data_error(request: Request, exc: Exception) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The database is down, unreachable, too slow (a statement or lock timeout), or out of connections.
+    # Logged by the driver error's type (QueryCanceledError, ConnectionRefusedError, ...), never its
+    # message; the request id is in the log context (app/core/observability.py).
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     logger.error(
-        "database unavailable on %s %s: %s",
+        "database unavailable on %s %s: %s (%s)",
         request.method,
         request.url.path,
         type(exc).__name__,
+        type(cause.__cause__ or cause).__name__,
     )
     return problem_response(
         request,
         HTTPStatus.SERVICE_UNAVAILABLE,
         "the service is temporarily unavailable, please retry",
         code="service_unavailable",
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": RETRY_AFTER},
     )
 
 
