@@ -9,7 +9,7 @@ from sqlalchemy import JSON
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
-from sqlalchemy.sql import ColumnElement, func, literal_column
+from sqlalchemy.sql import ColumnElement, func, literal_column, text
 from sqlalchemy.sql.dml import Insert
 
 
@@ -22,7 +22,16 @@ def insert_ignoring_conflicts(
     the transaction usable on PostgreSQL. ``index_where`` names a partial unique index by its predicate.
     """
     elements = list(index_elements) or None
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect
+    if index_where is not None:
+        # Written out with its values: PostgreSQL infers the index from the predicate when it plans
+        # the statement, and the generic plan of a prepared statement (from its sixth run on one
+        # connection) cannot see the values of bound parameters, so it found no index and failed.
+        compiled = index_where.compile(
+            dialect=dialect, compile_kwargs={"literal_binds": True, "include_table": False}
+        )
+        index_where = text(str(compiled))
+    if dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(
             index_elements=elements, index_where=index_where
         )

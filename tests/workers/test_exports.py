@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.models import Article, Export, Notification
 from app.services import exports as export_service
@@ -158,6 +158,23 @@ async def test_concurrent_requests_start_one_export(app: FastAPI, api: Api, engi
     assert raised.value.extensions["export"]["id"] == created.id
     async with engine.connect() as connection:
         assert (await connection.execute(select(func.count()).select_from(Export))).scalar_one() == 1
+
+
+async def test_exports_keep_starting_on_a_connection_that_started_many(api: Api, engine: AsyncEngine) -> None:
+    """The INSERT names the partial unique index by its predicate. Spelled with bound parameters, it
+    matched no index once PostgreSQL planned the prepared statement generically (from its sixth run on
+    one connection): every later export on that pooled connection was a 500 (found by the soak)."""
+    await api.register("jake")
+    owner = await user_id(engine, "jake")
+    async with engine.connect() as connection:  # one connection: its prepared statements are reused
+        for _ in range(8):
+            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                created = await export_service.create_export(session, owner)
+                await session.commit()
+            await connection.execute(update(Export).where(Export.id == created.id).values(state="done"))
+            await connection.commit()
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(func.count()).select_from(Export))).scalar_one() == 8
 
 
 async def test_an_export_of_1000_articles(api: Api, client: httpx.AsyncClient, engine: AsyncEngine) -> None:
