@@ -103,11 +103,11 @@ def test_workers_slow_to_start_are_waited_for(tmp_path: Path) -> None:
         cache_prefix=prefix,
         rate_limit_prefix=prefix,
         log_level="INFO",
-        worker_healthcheck_timeout="60",
+        worker_healthcheck_timeout="120",  # generous: the point is that it is not 5 s
         **SECRETS,
     )
     env["PYTHONPATH"] = str(slow)
     log = tmp_path / "server.log"
-    with serve(env, tmp_path, log=log, args=["--workers", "2"], ready_timeout=180) as (base, _):
+    with serve(env, tmp_path, log=log, args=["--workers", "2"], ready_timeout=300) as (base, _):
         assert httpx.get(f"{base}/api/v1/tags", trust_env=False).status_code == 200
     assert "died" not in log.read_text()
