@@ -545,10 +545,13 @@ class Monitor:
         self._last = self.started
 
     async def sample(self) -> Sample:
-        server, worker = await asyncio.gather(
-            asyncio.to_thread(measure, self.server_pid, self.redis_port),
-            asyncio.to_thread(measure, self.worker_pid, self.redis_port),
-        )
+        try:
+            server, worker = await asyncio.gather(
+                asyncio.to_thread(measure, self.server_pid, self.redis_port),
+                asyncio.to_thread(measure, self.worker_pid, self.redis_port),
+            )
+        except psutil.NoSuchProcess as gone:
+            raise SystemExit(f"process {gone.pid} exited during the soak: see its log in {OUT}") from None
         connections = await self.admin.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", self.database
         )
