@@ -106,6 +106,8 @@ def serve(
         server_header=False,
         # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+        # A worker is a fresh process that imports the app before it can answer a health check.
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout,
         proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
     )
 

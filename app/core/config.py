@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     health_timeout: float = Field(default=1.5, gt=0, description="seconds for each readiness check")
     # Seconds uvicorn lets in-flight requests finish after SIGTERM before cancelling them.
     graceful_shutdown_timeout: int = Field(default=15, ge=1)
+    # Seconds a worker of `conduit serve --workers N` may take to answer its supervisor's health check,
+    # start-up included (a fresh process imports the whole app first); one that does not is killed and
+    # replaced. uvicorn's own 5 s killed every worker, over and over, on a busy or CPU-throttled host.
+    worker_healthcheck_timeout: int = Field(default=30, ge=1)
 
     # --- mail (app/core/mail.py) ---
     # Without an SMTP host, emails are written as .eml files to var_dir/outbox instead.
