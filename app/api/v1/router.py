@@ -15,6 +15,7 @@ from app.api.v1.endpoints import (
     uploads,
     users,
 )
+from app.api.v1.idempotency import install_idempotency
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
     module.router
@@ -39,3 +40,4 @@ def include_v1(app: FastAPI, prefix: str) -> None:
     # on every request, not two.
     for router in ROUTERS:
         app.include_router(router, prefix=prefix)
+    install_idempotency(app)
