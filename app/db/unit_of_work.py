@@ -18,12 +18,6 @@ transaction, and only sent once that transaction has committed, so the work and 
 exist together or not at all. If its answer is not to be kept (a 5xx, or a failure that says "not
 now"), the key is released in a short transaction of its own, so that a retry may run.
 
-A request that claimed an idempotency key (``app/api/v1/idempotency.py``) has its answer recorded
-here too: the response is held until its body is complete, written to the key's row in the work's own
-transaction, and only sent once that transaction has committed, so the work and its kept answer
-exist together or not at all. If its answer is not to be kept (a 5xx, or a failure that says "not
-now"), the key is released in a short transaction of its own, so that a retry may run.
-
 A pure ASGI middleware rather than a dependency with ``yield``: FastAPI's machinery for those costs
 about a third of the throughput of a small endpoint (measured with ``bench/``).
 """
@@ -170,7 +164,8 @@ class UnitOfWork:
                 raise
             await self._end(commit=commit, cache=cache, dispatcher=dispatcher)
         except BaseException:
-            await self._settle(claim.release)  # a no-op if the answer was committed after all
+            # A no-op if the answer was committed after all (a COMMIT whose outcome is unknown).
+            await self._settle(claim.release)
             raise
         if keep and not commit:
             assert response is not None
@@ -231,8 +226,8 @@ class UnitOfWorkMiddleware:
         held: Message | None = None  # the start of a response a claimed key's answer is gathered for
         body = bytearray()
 
-        async def finish(status: int, response: FinalResponse | None) -> bool:
-            """End the unit of work; False if that failed and its error was sent as the response."""
+        async def finish(status: int, response: FinalResponse | None) -> None:
+            """End the unit of work; if that fails, its error is sent as the response instead."""
             nonlocal finished, replaced
             finished = True
             commit = status < 400 or unit_of_work.keep_changes
@@ -244,8 +239,7 @@ class UnitOfWorkMiddleware:
                 replaced = True
                 error = await render_exception(Request(scope), exc)
                 await error(scope, receive, send)
-                return False
-            return True
+                raise _ResponseReplaced from None
 
         async def send_after_commit(message: Message) -> None:
             nonlocal held
@@ -257,8 +251,7 @@ class UnitOfWorkMiddleware:
                     return
                 start, held = held, None
                 response = FinalResponse(start["status"], list(start.get("headers", [])), bytes(body))
-                if not await finish(response.status, response):
-                    raise _ResponseReplaced
+                await finish(response.status, response)
                 await send(start)
                 await send({"type": "http.response.body", "body": response.body})
                 return
@@ -266,8 +259,7 @@ class UnitOfWorkMiddleware:
                 if unit_of_work.claim is not None:
                     held = message
                     return
-                if not await finish(message["status"], None):
-                    raise _ResponseReplaced
+                await finish(message["status"], None)
             await send(message)
 
         try:
