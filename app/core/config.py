@@ -160,6 +160,14 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate limit such as '5/minute' or '100 per hour'")
         return value
 
+    # --- idempotency keys (app/api/v1/idempotency.py, app/services/idempotency.py) ---
+    # Seconds a key is kept (with its answer) from its first use; housekeeping purges older ones.
+    idempotency_ttl: int = Field(default=24 * 3600, ge=3600)
+    # Seconds a request holds its key while it works: past that, a retry with the key may take it
+    # over (a crashed holder's claim lapses) and the late holder's work is rolled back. It must
+    # exceed the longest request (at most an hour, so never longer than a key is kept).
+    idempotency_lease: int = Field(default=60, ge=1, le=3600)
+
     # --- operations (app/core/health.py, app/cli.py) ---
     # Seconds the server may work on a request before answering 503 in its place (time spent waiting
     # for the client's body does not count; WebSockets and a response already started are exempt).
