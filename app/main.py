@@ -139,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Credentials are never combined with a wildcard origin.
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+        allow_headers=["Authorization", "Content-Type", "X-Requested-With", "Idempotency-Key"],
+        expose_headers=["Idempotent-Replayed", "Retry-After"],
         max_age=600,
     )
     # After CORS, so that it wraps CORS: the middleware added last is the outermost.

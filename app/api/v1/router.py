@@ -15,6 +15,7 @@ from app.api.v1.endpoints import (
     uploads,
     users,
 )
+from app.api.v1.idempotency import install_idempotency
 from app.core.errors import error_responses
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
@@ -41,3 +42,4 @@ def include_v1(app: FastAPI, prefix: str) -> None:
     # the request deadline passed (docs/reliability.md).
     for router in ROUTERS:
         app.include_router(router, prefix=prefix, responses=error_responses(503))
+    install_idempotency(app)

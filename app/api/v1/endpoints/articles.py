@@ -17,6 +17,7 @@ from app.api.v1.dependencies import (
     SessionDep,
     ViewerId,
 )
+from app.api.v1.idempotency import IdempotencyDep, idempotent_responses
 from app.core.errors import error_responses
 from app.core.responses import JSONBytes
 from app.schemas.article import (
@@ -90,12 +91,18 @@ async def feed(
     response_model=ArticleResponse,
     summary="Create an article",
     description="Publish an article. The slug is derived from the title and stays stable across edits. "
-    "When CONDUIT_REQUIRE_VERIFIED_EMAIL is on, only users with a verified email may publish (403).",
-    responses=error_responses(401, 403, 422),
+    "When CONDUIT_REQUIRE_VERIFIED_EMAIL is on, only users with a verified email may publish (403). "
+    "Safe to retry with an `Idempotency-Key`.",
+    responses={**error_responses(401, 403), **idempotent_responses(201)},
 )
 async def create_article(
-    body: NewArticleRequest, session: SessionDep, user: PublishingUser, links: MediaLinksDep
+    body: NewArticleRequest,
+    session: SessionDep,
+    user: PublishingUser,
+    links: MediaLinksDep,
+    idempotency: IdempotencyDep,
 ) -> ArticleResponse:
+    await idempotency.claim(user.id)
     return ArticleResponse(article=await article_service.create_article(session, user, body.article, links))
 
 

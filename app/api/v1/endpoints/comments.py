@@ -16,6 +16,7 @@ from app.api.v1.dependencies import (
     SettingsDep,
     ViewerId,
 )
+from app.api.v1.idempotency import IdempotencyDep, idempotent_responses
 from app.core.errors import error_responses
 from app.core.mail import send_quietly
 from app.core.responses import JSONBytes
@@ -47,8 +48,8 @@ async def list_comments(
     response_model=CommentResponse,
     summary="Add a comment",
     description="Comment on an article. Answers 200, as the RealWorld contract says. The article's "
-    "author is notified (and emailed, if their settings say so).",
-    responses=error_responses(401, 404, 422),
+    "author is notified (and emailed, if their settings say so). Safe to retry with an `Idempotency-Key`.",
+    responses={**error_responses(401, 404), **idempotent_responses(200)},
 )
 async def add_comment(
     slug: SlugPath,
@@ -59,7 +60,9 @@ async def add_comment(
     mailer: MailerDep,
     background: BackgroundTasks,
     links: MediaLinksDep,
+    idempotency: IdempotencyDep,
 ) -> CommentResponse:
+    await idempotency.claim(user.id)
     comment, email = await comment_service.add_comment(
         session, user, slug, body.comment.body, links, frontend_url=settings.frontend_url
     )
