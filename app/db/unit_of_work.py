@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.cache import CHANGED, Cache
 from app.core.errors import render_exception
 from app.core.outbox import Deferred, Dispatcher, abandoned, committed, rolled_back
+from app.db.dialect import commit_unflushed
 
 logger = logging.getLogger("conduit.idempotency")
 
@@ -184,7 +185,7 @@ class UnitOfWork:
             try:
                 async with self._factory() as session:
                     await action(session)
-                    await session.commit()
+                    await commit_unflushed(session)  # if a crash loses it, the lease lapses
             except Exception as exc:
                 logger.warning("could not settle an idempotency key: %s", type(exc).__name__)
 

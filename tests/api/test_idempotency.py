@@ -559,6 +559,24 @@ async def test_an_expired_key_not_yet_purged_is_forgotten(
     assert await count(engine, Article) == 2
 
 
+async def test_browsers_may_send_the_key_and_read_the_replay(api: Api, client: httpx.AsyncClient) -> None:
+    origin = "http://localhost:4100"
+    preflight = await client.options(
+        "/articles",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+    jake = await api.register("jake")
+    answer = await client.post("/articles", json=ARTICLE, headers={**keyed(jake, key()), "Origin": origin})
+    exposed = {name.strip().lower() for name in answer.headers["access-control-expose-headers"].split(",")}
+    assert {"idempotent-replayed", "retry-after"} <= exposed
+
+
 # --- the contract in OpenAPI -----------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from starlette.responses import Response
 
 from app.core.config import Settings
 from app.core.errors import PATTERN_MESSAGES, PROBLEM_MEDIA_TYPE, Problem
+from app.db.dialect import commit_unflushed
 from app.db.unit_of_work import FinalResponse, UnitOfWork
 from app.services import idempotency as idempotency_service
 from app.services.idempotency import HEADER, RETRY_AFTER, Claim, StoredResponse
@@ -119,7 +120,7 @@ class Idempotency:
                 lease=timedelta(seconds=settings.idempotency_lease),
                 ttl=timedelta(seconds=settings.idempotency_ttl),
             )
-            await session.commit()
+            await commit_unflushed(session)  # durable with the work's own commit, which follows it
         if isinstance(outcome, StoredResponse):
             raise IdempotentReplay(outcome)
         unit_of_work.claim = ClaimedKey(outcome)
