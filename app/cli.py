@@ -17,11 +17,14 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import serving
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.logging import configure_logging, logging_config
 from app.core.multiprocess import prepare_metrics_dir
 from app.db import migrations
+
+WORKER_HEALTHCHECK_TIMEOUT = 60
 
 cli = typer.Typer(
     help="Conduit: a production-grade RealWorld backend.",
@@ -77,20 +80,27 @@ def serve(
     # Once it has shut down gracefully, uvicorn raises the SIGTERM it caught again, which would end the
     # process as killed by the signal (status 143): a graceful shutdown exits 0 instead.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=None if reload else workers,
-        reload=reload,
-        loop="uvloop",
-        http="httptools",
-        log_config=logging_config(settings.log_level, log_format=settings.effective_log_format),
-        server_header=False,
-        # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
-        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
-        proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
+    serving.run(
+        uvicorn.Config(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=None if reload else workers,
+            reload=reload,
+            loop="app.core.serving:new_event_loop",  # uvloop, whose listeners close without resets
+            http=serving.GracefulHttpProtocol,  # httptools, closing connections without losing requests
+            log_config=logging_config(settings.log_level, log_format=settings.effective_log_format),
+            server_header=False,
+            # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
+            timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+            # With --workers: seconds a worker may take to answer the supervisor's ping before it is
+            # killed and replaced. A worker answers only once it has imported the app, which takes
+            # longer than uvicorn's 5 s on a busy or CPU-limited host: every worker was killed while
+            # starting, again and again.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
+            proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
+        )
     )
 
 
