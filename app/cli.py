@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import serving
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.logging import configure_logging, logging_config
@@ -93,22 +94,24 @@ def serve(
     # Once it has shut down gracefully, uvicorn raises the SIGTERM it caught again, which would end the
     # process as killed by the signal (status 143): a graceful shutdown exits 0 instead.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=None if reload else workers,
-        reload=reload,
-        loop="uvloop",
-        http="httptools",
-        log_config=logging_config(settings.log_level, log_format=settings.effective_log_format),
-        server_header=False,
-        # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
-        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
-        # A worker is a fresh process that imports the app before it can answer a health check.
-        timeout_worker_healthcheck=settings.worker_healthcheck_timeout,
-        proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
+    serving.run(
+        uvicorn.Config(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=None if reload else workers,
+            reload=reload,
+            loop="app.core.serving:new_event_loop",  # uvloop, whose listeners close without resets
+            http=serving.GracefulHttpProtocol,  # httptools, closing connections without losing requests
+            log_config=logging_config(settings.log_level, log_format=settings.effective_log_format),
+            server_header=False,
+            # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
+            timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+            # A worker is a fresh process that imports the app before it can answer a health check.
+            timeout_worker_healthcheck=settings.worker_healthcheck_timeout,
+            proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
+        )
     )
 
 

@@ -72,14 +72,15 @@ class Server:
 
 
 @contextmanager
-def serve(settings: Settings, workdir: Path) -> Iterator[Server]:
-    """``conduit serve --no-migrate`` with ``settings`` (in the environment), ready once
-    ``/health/live`` answers; stopped at the end if the test has not stopped it."""
+def serve(settings: Settings, workdir: Path, *options: str, patience: float = PATIENCE) -> Iterator[Server]:
+    """``conduit serve --no-migrate *options`` with ``settings`` (in the environment), ready once
+    ``/health/live`` answers (within ``patience`` seconds); stopped at the end if the test has not
+    stopped it."""
     port = free_port()
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [CONDUIT, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate"],
+            [CONDUIT, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-migrate", *options],
             cwd=workdir,  # no .env of the developer's
             env=server_env(settings),
             stdout=log,
@@ -87,7 +88,7 @@ def serve(settings: Settings, workdir: Path) -> Iterator[Server]:
         )
     server = Server(process, port, log_path)
     try:
-        _wait_until_live(server)
+        _wait_until_live(server, patience)
         yield server
     finally:
         if process.poll() is None:
@@ -95,8 +96,8 @@ def serve(settings: Settings, workdir: Path) -> Iterator[Server]:
             process.wait(timeout=PATIENCE)
 
 
-def _wait_until_live(server: Server) -> None:
-    deadline = time.monotonic() + PATIENCE
+def _wait_until_live(server: Server, patience: float) -> None:
+    deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             pytest.fail(f"conduit serve exited with {server.process.returncode}:\n{server.log()}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 from websockets.exceptions import ConnectionClosedError
@@ -100,23 +101,23 @@ def test_requests_past_the_graceful_timeout_are_cancelled(
     assert "Application shutdown complete" in log
 
 
-def _served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> dict[str, Any]:
-    """Run ``conduit serve *args`` with uvicorn.run replaced by a recorder; what it was given."""
+def _served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> uvicorn.Config:
+    """Run ``conduit serve *args`` with the server replaced by a recorder; the configuration it got."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CONDUIT_VAR_DIR", str(tmp_path))
     monkeypatch.delenv("CONDUIT_DATABASE_URL", raising=False)
     monkeypatch.setenv("CONDUIT_GRACEFUL_SHUTDOWN_TIMEOUT", "7")
     monkeypatch.setenv("CONDUIT_WORKER_HEALTHCHECK_TIMEOUT", "45")
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr("app.cli.uvicorn.run", lambda *_args, **options: calls.append(options))
+    calls: list[uvicorn.Config] = []
+    monkeypatch.setattr("app.cli.serving.run", calls.append)
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         result = CliRunner().invoke(cli, ["serve", *args])
     finally:
         signal.signal(signal.SIGTERM, sigterm)  # serve sets its own, for the server's process
     assert result.exit_code == 0, result.output
-    (options,) = calls
-    return options
+    (config,) = calls
+    return config
 
 
 def _tables(path: Path) -> set[str]:
@@ -125,9 +126,9 @@ def _tables(path: Path) -> set[str]:
 
 
 def test_serve_migrates_first_unless_told_not_to(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    options = _served(monkeypatch, tmp_path, "--no-migrate")
-    assert options["timeout_graceful_shutdown"] == 7
-    assert options["timeout_worker_healthcheck"] == 45
+    config = _served(monkeypatch, tmp_path, "--no-migrate")
+    assert config.timeout_graceful_shutdown == 7
+    assert config.timeout_worker_healthcheck == 45
     assert not (tmp_path / "conduit.db").exists()  # the migration job's work, not this replica's
 
     _served(monkeypatch, tmp_path)
