@@ -164,8 +164,9 @@ class Settings(BaseSettings):
     # Seconds a key is kept (with its answer) from its first use; housekeeping purges older ones.
     idempotency_ttl: int = Field(default=24 * 3600, ge=3600)
     # Seconds a request holds its key while it works: past that, a retry with the key may take it
-    # over (a crashed holder's claim lapses) and the late holder's work is rolled back. It must
-    # exceed the longest request (at most an hour, so never longer than a key is kept).
+    # over (a crashed holder's claim lapses) and the late holder's work is rolled back. Longer than
+    # request_timeout, which ends any request's work first, so only a dead holder ever loses its key
+    # (and at most an hour, never longer than a key is kept).
     idempotency_lease: int = Field(default=60, ge=1, le=3600)
 
     # --- operations (app/core/health.py, app/cli.py) ---
@@ -280,6 +281,8 @@ class Settings(BaseSettings):
             raise ValueError("CONDUIT_TASK_BACKEND=celery needs CONDUIT_BROKER_URL or CONDUIT_REDIS_URL")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("CONDUIT_STORAGE_BACKEND=s3 needs CONDUIT_S3_BUCKET")
+        if self.idempotency_lease <= self.request_timeout:
+            raise ValueError("CONDUIT_IDEMPOTENCY_LEASE must be longer than CONDUIT_REQUEST_TIMEOUT")
         self.secret_key = self._secret("secret_key", self.secret_key)
         self.password_pepper = self._secret("password_pepper", self.password_pepper)
         return self

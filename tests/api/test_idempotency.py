@@ -34,7 +34,7 @@ from app.services import idempotency as idempotency_service
 from app.services import media as media_service
 from app.services.housekeeping import HOUSEKEEPING
 from app.services.notifications import ARTICLE_PUBLISHED
-from tests.conftest import JOB_GRACE, jobs_done
+from tests.conftest import JOB_GRACE, ClientFactory, jobs_done
 from tests.factories import Account, Api, assert_problem
 from tests.media import Media, multipart, png
 from tests.workers.support import run, user_id, wait_for_export
@@ -388,6 +388,23 @@ async def test_a_server_error_releases_the_key(
     assert REPLAYED not in retried.headers
     assert await count(engine, Article) == 1
     assert_same_answer(retried, await raw_client.post("/articles", json=ARTICLE, headers=keyed(jake, k)))
+
+
+async def test_a_request_past_its_deadline_releases_the_key(
+    make_client: ClientFactory, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client(request_timeout=1.0, idempotency_lease=2)
+    client.event_hooks["response"] = []  # this test expects its 503
+    jake = await Api(client).register("jake")
+    held = hold(monkeypatch, article_service, "create_article")  # hangs until released
+    k = key()
+    late = await client.post("/articles", json=ARTICLE, headers=keyed(jake, k))
+    assert_problem(late, 503, "service_unavailable")
+    assert held.calls == 1
+    assert await count(engine, Article) == await count(engine, IdempotencyKey) == 0
+    retried = await client.post("/articles", json=ARTICLE, headers=keyed(jake, k))
+    assert retried.status_code == 201 and REPLAYED not in retried.headers
+    assert await count(engine, Article) == 1
 
 
 async def test_a_failed_store_releases_the_upload_key(

@@ -18,7 +18,8 @@ for a new one: another user is registered.
 A schema-valid request may still be refused with a 422 where the rule cannot be written in JSON
 Schema: a username or email already taken (the RealWorld contract says 422), the password policy
 (common passwords, not the username; its letter-and-digit rule is a setting), an unknown or expired
-emailed token, following yourself, an admin changing their own role. ``SEMANTIC_422`` lists them, per
+emailed token, following yourself, an admin changing their own role, an ``Idempotency-Key`` already
+used for a different request (the fuzzing draws keys again and again). ``SEMANTIC_422`` lists them, per
 operation and field, and ``semantic_rejections_only`` holds every such 422 to that list: any other 422
 for schema-valid input still fails.
 
@@ -71,6 +72,13 @@ POLICY = (
     "must contain at least one letter and one digit",
 )
 EMAILED_TOKEN = "is invalid or has expired"
+KEY_REUSED = "was already used for a different request"
+KEYED = (
+    "POST /api/v1/articles",
+    "POST /api/v1/articles/{slug}/comments",
+    "POST /api/v1/articles/{slug}/images",
+    "POST /api/v1/exports",
+)
 # Operation -> field -> the messages a 422 may give for schema-valid input (see the module docstring).
 SEMANTIC_422: dict[str, dict[str, tuple[str, ...]]] = {
     "POST /api/v1/users": {"username": (TAKEN,), "email": (TAKEN,), "password": POLICY},
@@ -80,6 +88,7 @@ SEMANTIC_422: dict[str, dict[str, tuple[str, ...]]] = {
     "POST /api/v1/profiles/{username}/follow": {"username": ("cannot be followed by yourself",)},
     "PUT /api/v1/admin/users/{username}/role": {"username": ("cannot change your own role",)},
     "POST /api/v1/admin/users/{username}/deactivate": {"username": ("cannot deactivate yourself",)},
+    **{operation: {"Idempotency-Key": (KEY_REUSED,)} for operation in KEYED},
 }
 # positive_data_acceptance's defaults, with 422 for those operations only (then policed as above).
 ACCEPTING_422 = {"expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]}
