@@ -108,6 +108,13 @@ class GracefulHttpProtocol(HttpToolsProtocol):
         if self._shutting_down:  # taken from the listen queue at shutdown (_Listener)
             self._idle_close = self.loop.call_later(IDLE_GRACE, self.close_gracefully)
 
+    def on_response_complete(self) -> None:
+        if self._closing:  # closing after this response: pipelined requests are not answered
+            self.pipeline.clear()
+        super().on_response_complete()
+        if self._closing:
+            self._unset_keepalive_if_required()  # armed by uvicorn for a connection that stays open
+
     def timeout_keep_alive_handler(self) -> None:
         self.close_gracefully()
 
@@ -186,7 +193,12 @@ class _Listener(asyncio.AbstractServer):
             connection.setblocking(False)
             task = loop.create_task(loop.connect_accepted_socket(self._draining_protocol, connection))
             self._taking_in.add(task)
-            task.add_done_callback(self._taking_in.discard)
+            task.add_done_callback(self._taken_in)
+
+    def _taken_in(self, task: asyncio.Task[Any]) -> None:
+        self._taking_in.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.debug("A connection from the listen queue was lost: %s", type(error).__name__)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._server.get_loop()
