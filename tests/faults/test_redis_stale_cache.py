@@ -43,12 +43,15 @@ async def _cached(app: Instance, slug: str) -> None:
     assert app.cache.hits > hits
 
 
-async def _recovered(*apps: Instance) -> None:
-    """Wait until every app uses Redis again: subscribed, and its cache bumped since the outage."""
-    for app in apps:
-        await eventually(
-            lambda app=app: app.pubsub.subscribed and app.link.up and not app.cache.stale, "recovery"
-        )
+async def _reads_show(app: Instance, slug: str, body: str) -> None:
+    """Read ``slug`` until it is served from the cache again, each read showing ``body``."""
+
+    async def from_cache() -> bool:
+        hits = app.cache.hits
+        assert await _body(app, slug) == body
+        return app.cache.hits > hits
+
+    await eventually(from_cache, f"{slug} served from the cache again")
 
 
 async def test_an_update_during_the_outage_is_read_after_it(
@@ -66,10 +69,7 @@ async def test_an_update_during_the_outage_is_read_after_it(
         assert edited.status_code == 200
         redis_fault.restore()
 
-        await _recovered(app)
-        assert await _body(app, slug) == "edited"
-        await _cached(app, slug)  # the cache is used again, with the new entry
-        assert await _body(app, slug) == "edited"
+        await _reads_show(app, slug, "edited")
 
 
 async def test_a_write_by_another_process_during_the_outage_is_read_after_it(
@@ -100,8 +100,11 @@ async def test_a_write_by_another_process_during_the_outage_is_read_after_it(
         assert (await b.client.post("/auth/logout-all", headers=jake.headers)).status_code == 204
         redis_fault.restore()
 
-        await _recovered(a, b)
-        assert await _body(a, slug) == "edited"
+        if redis_fault.name == "blackhole":
+            # A silent outage may pass unnoticed by A; B, the writer, knows, and bumps as soon as
+            # Redis answers it again (the guarantee for that case, docs/reliability.md).
+            await eventually(lambda: not b.cache.stale, "B, the writer, bumped the generation")
+        await _reads_show(a, slug, "edited")
         assert (await a.client.get("/articles", headers=jake.headers)).status_code == 401
 
 
@@ -124,8 +127,7 @@ async def test_a_write_by_a_process_that_died_during_the_outage_is_read_after_it
             assert edited.status_code == 200
         redis_fault.restore()
 
-        await _recovered(a)
-        assert await _body(a, slug) == "edited"
+        await _reads_show(a, slug, "edited")
 
 
 async def test_a_write_across_a_partial_partition_is_read_once_the_writer_is_back(
@@ -152,8 +154,8 @@ async def test_a_write_across_a_partial_partition_is_read_once_the_writer_is_bac
             assert a.link.up and not a.cache.stale
             to_b.restore()
 
-            await _recovered(b)
-            assert await _body(a, slug) == "edited"
+            await eventually(lambda: b.pubsub.subscribed, "B reached Redis again")  # after its bump
+            await _reads_show(a, slug, "edited")
 
 
 def _cache(url: str, tmp_path: Path) -> tuple[Cache, str]:
