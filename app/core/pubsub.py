@@ -118,9 +118,10 @@ class RedisPubSub(_Local):
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._tried = asyncio.Event()  # the first attempt to subscribe has ended, either way
-        # Messages delivered here directly because their PUBLISH failed. One that timed out may still
-        # reach Redis (a network that delayed it) and come back through the listener: dropped then,
-        # so local sockets get it once. Messages are unique (ids, timestamps), so equality is enough.
+        # Messages delivered here directly, not through the listener. One may still come back through it
+        # (a PUBLISH that timed out but reached Redis late, or went through while the subscription was
+        # being confirmed): dropped then, so that local sockets get it once. Messages are unique (ids,
+        # timestamps), so equality is enough.
         self._delivered_directly: OrderedDict[bytes, None] = OrderedDict()
         self.reconnections = 0  # subscriptions confirmed after the first
 
@@ -189,15 +190,15 @@ class RedisPubSub(_Local):
 
     async def _resubscribed(self) -> None:
         """The subscription is (again) live: Redis works. First make the cache safe (a write may have
-        missed its invalidation meanwhile), then tell the local subscribers they may have missed
-        messages (none exist at start-up)."""
+        missed its invalidation meanwhile), then count as subscribed, then tell the local subscribers
+        they may have missed messages (none exist at start-up)."""
         if self._tried.is_set():
             self.reconnections += 1
-        self._subscribed.set()
-        self._tried.set()
         self._link.succeeded()
         if self._on_resubscribed is not None:
             await self._on_resubscribed()
+        self._subscribed.set()
+        self._tried.set()
         self.deliver_to_all(RESUBSCRIBED)
 
     async def publish(self, channel: str, message: bytes) -> None:
@@ -208,13 +209,13 @@ class RedisPubSub(_Local):
                 await self._publisher.publish(self._prefix + channel, message)
             except (RedisError, OSError) as exc:
                 self._link.failed(exc)
-                self._delivered_directly[message] = None
-                if len(self._delivered_directly) > DIRECT_MEMORY:
-                    self._delivered_directly.popitem(last=False)
             else:
                 self._link.succeeded()
                 if self.subscribed:
                     return  # our listener hands it to our subscribers
+        self._delivered_directly[message] = None
+        if len(self._delivered_directly) > DIRECT_MEMORY:
+            self._delivered_directly.popitem(last=False)
         self.deliver(channel, message)
 
     async def close(self) -> None:
