@@ -113,3 +113,30 @@ async def test_the_listener_reconnects_with_backoff(
             assert 2 <= attempts <= 15
             proxy.restore()
             await eventually(lambda: app.pubsub.subscribed, "resubscribed")
+
+
+async def test_a_publish_into_a_silent_network_is_delivered_here_once(
+    database_url: str, tmp_path: Path, engine: AsyncEngine
+) -> None:
+    """The network to Redis starts dropping packets while the listener still counts as subscribed: the
+    PUBLISH of a comment times out, and the comment reaches the socket in this process directly. The
+    PUBLISH was only held back: once the network is restored it reaches Redis and comes back through
+    the (still live) subscription, and is not delivered a second time."""
+    with redis_server(tmp_path) as redis, tcp_proxy(redis.port) as proxy:
+        # A health check far apart: the listener sits the short outage out on its connection.
+        async with (
+            asyncio.timeout(PATIENCE * 2),
+            running(database_url, tmp_path, proxy.url, redis_health_check_interval=60.0) as app,
+        ):
+            jake, ann, finn = [await app.api.register(name) for name in ("jake", "ann", "finn")]
+            slug = (await app.api.article(jake))["slug"]
+            async with app.connect(jake.token) as ws:
+                proxy.blackhole()
+                comment = await app.api.comment(ann, slug, "into the void")  # bounded by the timeout
+                assert (await _notification(ws))["comment"] == {"id": comment["id"]}
+                proxy.restore()
+                await eventually(lambda: app.link.up, "Redis answers again")
+                await _follow(app, finn, jake)
+                followed = await _notification(ws)  # next: no second copy of the comment, no resync
+                assert (followed["kind"], followed["actor"]["username"]) == ("follow", "finn")
+                assert app.pubsub.reconnections == 0
