@@ -192,8 +192,11 @@ class TcpProxy:
             _reset(writer)
             return
         self._writers.add(writer)
-        await self._flowing.wait()
-        if self.mode is not Mode.OPEN or writer.is_closing():
+        if self.mode is Mode.BLACKHOLE:
+            # Its SYN would have been lost: the connection never forms. Held (the client times out)
+            # until the network is back, then reset, never forwarded.
+            await self._flowing.wait()
+            self._writers.discard(writer)
             _reset(writer)
             return
         try:
@@ -211,15 +214,21 @@ class TcpProxy:
             _reset(end)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Copy until either side closes, holding the bytes back while the proxy is not open."""
-        with contextlib.suppress(OSError):
+        """Copy until the sender closes, then pass the close on after the data, as TCP does (a command
+        sent just before its client gave up still arrives), holding everything back while the proxy
+        is not open. A broken end resets the other."""
+        try:
             while data := await reader.read(65536):
                 await self._flowing.wait()
                 if writer.is_closing():
-                    break
+                    return
                 writer.write(data)
                 await writer.drain()
-        _reset(writer)
+            await self._flowing.wait()
+            if not writer.is_closing() and writer.can_write_eof():
+                writer.write_eof()
+        except OSError:
+            _reset(writer)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
