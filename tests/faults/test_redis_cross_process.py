@@ -131,12 +131,15 @@ async def test_a_publish_into_a_silent_network_is_delivered_here_once(
             jake, ann, finn = [await app.api.register(name) for name in ("jake", "ann", "finn")]
             slug = (await app.api.article(jake))["slug"]
             async with app.connect(jake.token) as ws:
+                await _follow(app, finn, jake)  # through Redis: the publishing connection is open
+                assert (await _notification(ws))["kind"] == "follow"
                 proxy.blackhole()
                 comment = await app.api.comment(ann, slug, "into the void")  # bounded by the timeout
                 assert (await _notification(ws))["comment"] == {"id": comment["id"]}
                 proxy.restore()
                 await eventually(lambda: app.link.up, "Redis answers again")
-                await _follow(app, finn, jake)
-                followed = await _notification(ws)  # next: no second copy of the comment, no resync
-                assert (followed["kind"], followed["actor"]["username"]) == ("follow", "finn")
+                favorited = await app.client.post(f"/articles/{slug}/favorite", headers=finn.headers)
+                assert favorited.status_code == 200
+                data = await _notification(ws)  # next: no second copy of the comment, no resync
+                assert (data["kind"], data["actor"]["username"]) == ("favorite", "finn")
                 assert app.pubsub.reconnections == 0
