@@ -26,6 +26,7 @@ from app.core.openapi import install_openapi
 from app.core.outbox import Dispatcher, TaskQueue
 from app.core.pubsub import create_pubsub
 from app.core.ratelimit import RateLimiter, RateLimitMiddleware
+from app.core.redis_link import RedisLink
 from app.core.security import PasswordHasher, TokenService
 from app.core.storage import create_storage
 from app.db.session import create_engine, create_sessionmaker
@@ -53,11 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.getLogger("conduit").setLevel(settings.log_level)
     engine = create_engine(settings)
     observability = Observability(settings, engine)
-    limiter = RateLimiter(settings)
-    cache = Cache(settings)
+    link = RedisLink(settings.redis_backoff_max)  # one breaker for this process's uses of Redis
+    limiter = RateLimiter(settings, link)
+    cache = Cache(settings, link=link)
     sessionmaker = create_sessionmaker(engine)
     mailer = create_mailer(settings)
-    pubsub = create_pubsub(settings)
+    pubsub = create_pubsub(settings, link, on_resubscribed=cache.bump_if_stale)
     storage = create_storage(settings)
     readiness = Readiness(settings)
     in_process = None if settings.uses_celery else InProcessQueue()
@@ -121,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher = dispatcher
     app.state.jobs = in_process  # the in-process queue, or None with Celery
     app.state.limiter = limiter
+    app.state.redis_link = link
     app.state.cache = cache
     app.state.storage = storage
     app.state.readiness = readiness

@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = None
+    # Redis is optional for every request (app/core/redis_link.py): a dead one must fail fast, not hang.
+    redis_timeout: float = Field(
+        default=0.5, gt=0, le=30, description="seconds to connect to Redis and for each of its replies"
+    )
+    redis_backoff_max: float = Field(
+        default=5.0, gt=0, le=300, description="longest pause between attempts to reach Redis again"
+    )
+    redis_health_check_interval: float = Field(
+        default=5.0, gt=0, le=300, description="seconds of silence before the pub/sub connection is pinged"
+    )
 
     secret_key: SecretStr | None = None
     # Keys that tokens signed before a key rotation were signed with: still accepted, never used to sign.
@@ -201,6 +211,9 @@ class Settings(BaseSettings):
     # Without Celery: run the periodic jobs (housekeeping, digest) in this process. With Celery, beat does.
     in_process_schedule: bool = True
     task_queue: str = "conduit"  # Celery queue name, so deployments (and test runs) never share jobs
+    broker_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="seconds to connect to a Redis broker and for each reply"
+    )
     # Seconds before Redis hands an unacknowledged job (its worker died) to another worker; default:
     # the longest job time limit + 60 s. Shorter than a job's run time means running it twice.
     task_visibility_timeout: int | None = Field(default=None, ge=1)
