@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
 import httpx
 import pytest
+import uvicorn
 from click.testing import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
@@ -237,14 +237,14 @@ async def test_a_database_that_accepts_and_never_answers_fails_requests_at_the_c
 def _serve(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings: Settings, *args: str
 ) -> tuple[Result, bool]:
-    """``conduit serve *args`` in this process with ``settings`` (in the environment), uvicorn.run
-    replaced by a recorder: its result, and whether it went on to serve. (What it would serve, the
-    app, is shown to start without a database above.)"""
+    """``conduit serve *args`` in this process with ``settings`` (in the environment), the server's run
+    (``app.core.serving.run``) replaced by a recorder: its result, and whether it went on to serve.
+    (What it would serve, the app, is shown to start without a database above.)"""
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
     for name, value in server_env(settings).items():
         monkeypatch.setenv(name, value)
-    served: list[dict[str, Any]] = []
-    monkeypatch.setattr("app.cli.uvicorn.run", lambda *_args, **options: served.append(options))
+    served: list[uvicorn.Config] = []
+    monkeypatch.setattr("app.cli.serving.run", served.append)
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         result = CliRunner().invoke(cli, ["serve", *args])
