@@ -15,6 +15,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import serving
@@ -23,8 +24,6 @@ from app.core.errors import AppError
 from app.core.logging import configure_logging, logging_config
 from app.core.multiprocess import prepare_metrics_dir
 from app.db import migrations
-
-WORKER_HEALTHCHECK_TIMEOUT = 60
 
 cli = typer.Typer(
     help="Conduit: a production-grade RealWorld backend.",
@@ -48,6 +47,19 @@ def _settings() -> Settings:
         messages = "\n".join(f"  - {_describe_error(error)}" for error in exc.errors())
         typer.echo(f"Configuration error:\n{messages}", err=True)
         raise typer.Exit(2) from None
+
+
+def _upgrade(database_url: str, *, configure_logging: bool = True) -> None:
+    """Apply the migrations; if the database cannot be reached, say so and exit 1 (no traceback)."""
+    try:
+        migrations.upgrade(database_url, configure_logging=configure_logging)
+    except (OperationalError, InterfaceError) as exc:
+        cause = (exc.orig.__cause__ or exc.orig) if exc.orig is not None else exc  # the driver's error
+        typer.echo(
+            f"The database is unavailable ({type(cause).__name__}): migrations cannot be applied.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 @cli.command()
@@ -76,7 +88,9 @@ def serve(
     _setup_metrics(settings, "serve", host, multiprocess=workers > 1 or reload)
     configure_logging(settings.log_level, log_format=settings.effective_log_format)  # also the migrations'
     if migrate:
-        migrations.upgrade(settings.database_url, configure_logging=False)  # once, before any worker starts
+        # Once, before any worker starts. An unreachable database ends the command here (exit 1); with
+        # --no-migrate the server starts anyway, not ready (/health/ready: 503) until the database is.
+        _upgrade(settings.database_url, configure_logging=False)
     # Once it has shut down gracefully, uvicorn raises the SIGTERM it caught again, which would end the
     # process as killed by the signal (status 143): a graceful shutdown exits 0 instead.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -94,11 +108,8 @@ def serve(
             server_header=False,
             # On SIGTERM: stop accepting, let in-flight requests finish for this long, then shut down.
             timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
-            # With --workers: seconds a worker may take to answer the supervisor's ping before it is
-            # killed and replaced. A worker answers only once it has imported the app, which takes
-            # longer than uvicorn's 5 s on a busy or CPU-limited host: every worker was killed while
-            # starting, again and again.
-            timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
+            # A worker is a fresh process that imports the app before it can answer a health check.
+            timeout_worker_healthcheck=settings.worker_healthcheck_timeout,
             proxy_headers=False,  # X-Forwarded-* are handled in the app, from CONDUIT_TRUSTED_PROXIES only
         )
     )
@@ -148,7 +159,7 @@ def check(
 @cli.command()
 def migrate() -> None:
     """Apply all database migrations."""
-    migrations.upgrade(_settings().database_url)
+    _upgrade(_settings().database_url)
 
 
 @cli.command()
@@ -166,7 +177,7 @@ def seed(
     from app.services.seed import seed as run_seed
 
     settings = _settings()
-    migrations.upgrade(settings.database_url)
+    _upgrade(settings.database_url)
     counts = SeedCounts(
         users=users,
         articles=articles,
@@ -226,7 +237,7 @@ def create_admin(
     from app.services import users as user_service
 
     settings = _settings()
-    migrations.upgrade(settings.database_url)
+    _upgrade(settings.database_url)
     try:
         data = NewUser(username=username, email=email, password=password)
     except ValidationError as exc:
@@ -263,7 +274,7 @@ def set_role(
         typer.echo(f"Error: role must be one of {', '.join(r.value for r in Role)}", err=True)
         raise typer.Exit(1) from None
     settings = _settings()
-    migrations.upgrade(settings.database_url)
+    _upgrade(settings.database_url)
 
     async def work(session: AsyncSession) -> str:
         user = await admin_service.set_role(session, None, username, new_role)

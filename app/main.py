@@ -15,15 +15,18 @@ from app.api.health import include_health
 from app.api.v1.router import include_v1
 from app.core.cache import Cache
 from app.core.config import Settings, get_settings
+from app.core.deadline import RequestDeadlineMiddleware
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.health import Readiness
 from app.core.mail import create_mailer
 from app.core.middleware import install_http_middleware
 from app.core.observability import Observability
+from app.core.openapi import install_openapi
 from app.core.outbox import Dispatcher, TaskQueue
 from app.core.pubsub import create_pubsub
 from app.core.ratelimit import RateLimiter, RateLimitMiddleware
+from app.core.redis_link import RedisLink
 from app.core.security import PasswordHasher, TokenService
 from app.core.storage import create_storage
 from app.db.session import create_engine, create_sessionmaker
@@ -51,11 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.getLogger("conduit").setLevel(settings.log_level)
     engine = create_engine(settings)
     observability = Observability(settings, engine)
-    limiter = RateLimiter(settings)
-    cache = Cache(settings)
+    link = RedisLink(settings.redis_backoff_max)  # one breaker for this process's uses of Redis
+    limiter = RateLimiter(settings, link)
+    cache = Cache(settings, link=link)
     sessionmaker = create_sessionmaker(engine)
     mailer = create_mailer(settings)
-    pubsub = create_pubsub(settings)
+    pubsub = create_pubsub(settings, link, on_resubscribed=cache.bump_if_stale)
     storage = create_storage(settings)
     readiness = Readiness(settings)
     in_process = None if settings.uses_celery else InProcessQueue()
@@ -119,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher = dispatcher
     app.state.jobs = in_process  # the in-process queue, or None with Celery
     app.state.limiter = limiter
+    app.state.redis_link = link
     app.state.cache = cache
     app.state.storage = storage
     app.state.readiness = readiness
@@ -126,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Innermost: the unit of work wraps exactly the routes (and sees their error responses).
     app.add_middleware(UnitOfWorkMiddleware, sessionmaker=sessionmaker, cache=cache, dispatcher=dispatcher)
+    # Around the unit of work, so that work cut off by the deadline is rolled back; inside CORS, so that
+    # browsers can read its 503.
+    app.add_middleware(RequestDeadlineMiddleware, timeout=settings.request_timeout)
     if settings.rate_limit_enabled:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, rule=settings.rate_limit_default_ip)
     app.add_middleware(
@@ -134,7 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Credentials are never combined with a wildcard origin.
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+        allow_headers=["Authorization", "Content-Type", "X-Requested-With", "Idempotency-Key"],
+        expose_headers=["Idempotent-Replayed", "Retry-After"],
         max_age=600,
     )
     # After CORS, so that it wraps CORS: the middleware added last is the outermost.
@@ -144,4 +153,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observability.install(app)  # outermost: request ids, the access log and metrics cover all the rest
     include_v1(app, API_V1_PREFIX)
     app.include_router(media.router)  # /media/{key}: uploaded files
+    install_openapi(app)
     return app

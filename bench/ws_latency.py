@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,14 +59,20 @@ def free_port() -> int:
 
 @contextmanager
 def serve(
-    env: dict[str, str], cwd: Path, *, log: Path | None = None
+    env: dict[str, str],
+    cwd: Path,
+    *,
+    log: Path | None = None,
+    args: Sequence[str] = (),
+    ready_timeout: float = 60,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``conduit serve`` on a free port until the block ends (SIGTERM, as a supervisor stops it):
-    its base URL and process. Its output goes to ``log`` if given."""
+    its base URL and process, once it answers (within ``ready_timeout`` seconds). Its output goes to
+    ``log`` if given; ``args`` are more options (``--workers 2``)."""
     port = free_port()
     with open(log, "wb") if log else nullcontext() as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *args],
             env=env,
             cwd=cwd,
             stdout=output,
@@ -74,7 +80,7 @@ def serve(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process)
+        _wait_ready(base, process, ready_timeout)
         yield base, process
     finally:
         if process.poll() is None:

@@ -68,7 +68,7 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_engine(_settings())
+    engine = create_engine(_settings(), bounded=False)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)

@@ -62,8 +62,27 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=10.0, gt=0)
     db_pool_recycle: int = Field(default=1800, ge=-1)
     db_echo: bool = False
+    # Bounds on every database wait (docs/reliability.md), so a hung or unreachable database fails a
+    # request with a 503 instead of holding it. Migrations run without the statement and lock bounds.
+    db_connect_timeout: float = Field(default=5.0, gt=0, description="seconds to open a connection")
+    db_statement_timeout: float = Field(
+        default=15.0, gt=0, description="seconds a statement may run (PostgreSQL statement_timeout)"
+    )
+    db_lock_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a statement waits for a lock (SQLite: the busy timeout)"
+    )
 
     redis_url: str | None = None
+    # Redis is optional for every request (app/core/redis_link.py): a dead one must fail fast, not hang.
+    redis_timeout: float = Field(
+        default=0.5, gt=0, le=30, description="seconds to connect to Redis and for each of its replies"
+    )
+    redis_backoff_max: float = Field(
+        default=5.0, gt=0, le=300, description="longest pause between attempts to reach Redis again"
+    )
+    redis_health_check_interval: float = Field(
+        default=5.0, gt=0, le=300, description="seconds of silence before the pub/sub connection is pinged"
+    )
 
     secret_key: SecretStr | None = None
     # Keys that tokens signed before a key rotation were signed with: still accepted, never used to sign.
@@ -151,10 +170,26 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate limit such as '5/minute' or '100 per hour'")
         return value
 
+    # --- idempotency keys (app/api/v1/idempotency.py, app/services/idempotency.py) ---
+    # Seconds a key is kept (with its answer) from its first use; housekeeping purges older ones.
+    idempotency_ttl: int = Field(default=24 * 3600, ge=3600)
+    # Seconds a request holds its key while it works: past that, a retry with the key may take it
+    # over (a crashed holder's claim lapses) and the late holder's work is rolled back. Longer than
+    # request_timeout, which ends any request's work first, so only a dead holder ever loses its key
+    # (and at most an hour, never longer than a key is kept).
+    idempotency_lease: int = Field(default=60, ge=1, le=3600)
+
     # --- operations (app/core/health.py, app/cli.py) ---
+    # Seconds the server may work on a request before answering 503 in its place (time spent waiting
+    # for the client's body does not count; WebSockets and a response already started are exempt).
+    request_timeout: float = Field(default=30.0, gt=0)
     health_timeout: float = Field(default=1.5, gt=0, description="seconds for each readiness check")
     # Seconds uvicorn lets in-flight requests finish after SIGTERM before cancelling them.
     graceful_shutdown_timeout: int = Field(default=15, ge=1)
+    # Seconds a worker of `conduit serve --workers N` may take to answer its supervisor's health check,
+    # start-up included (a fresh process imports the whole app first); one that does not is killed and
+    # replaced. uvicorn's own 5 s killed every worker, over and over, on a busy or CPU-throttled host.
+    worker_healthcheck_timeout: int = Field(default=30, ge=1)
 
     # --- mail (app/core/mail.py) ---
     # Without an SMTP host, emails are written as .eml files to var_dir/outbox instead.
@@ -176,6 +211,9 @@ class Settings(BaseSettings):
     # Without Celery: run the periodic jobs (housekeeping, digest) in this process. With Celery, beat does.
     in_process_schedule: bool = True
     task_queue: str = "conduit"  # Celery queue name, so deployments (and test runs) never share jobs
+    broker_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="seconds to connect to a Redis broker and for each reply"
+    )
     # Seconds before Redis hands an unacknowledged job (its worker died) to another worker; default:
     # the longest job time limit + 60 s. Shorter than a job's run time means running it twice.
     task_visibility_timeout: int | None = Field(default=None, ge=1)
@@ -204,6 +242,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_presign_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600, description="seconds")
+    # A hung S3 fails an upload after at most attempts x (connect + read timeout) plus retry backoff.
+    s3_connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    s3_read_timeout: float = Field(default=10.0, gt=0, description="seconds without a byte from S3")
+    s3_max_attempts: int = Field(default=2, ge=1, le=10, description="tries of each S3 request")
     # Base of the URLs of uploaded images (e.g. https://api.example.com); unset: the request's own
     # scheme and host, so they work behind any port or proxy.
     public_url: str | None = None
@@ -252,6 +294,8 @@ class Settings(BaseSettings):
             raise ValueError("CONDUIT_TASK_BACKEND=celery needs CONDUIT_BROKER_URL or CONDUIT_REDIS_URL")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("CONDUIT_STORAGE_BACKEND=s3 needs CONDUIT_S3_BUCKET")
+        if self.idempotency_lease <= self.request_timeout:
+            raise ValueError("CONDUIT_IDEMPOTENCY_LEASE must be longer than CONDUIT_REQUEST_TIMEOUT")
         self.secret_key = self._secret("secret_key", self.secret_key)
         self.password_pepper = self._secret("password_pepper", self.password_pepper)
         return self

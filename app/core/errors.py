@@ -13,6 +13,7 @@ Nothing internal (tracebacks, SQL, driver names, paths) is ever rendered.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -21,15 +22,17 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 logger = logging.getLogger("conduit.errors")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 REQUEST_ID = "conduit.request_id"  # the scope key of the request's id (app/core/observability.py)
+RETRY_AFTER = "1"  # seconds, in every 503: outages of a dependency are usually short
 
 
 class AppError(Exception):
@@ -116,8 +119,13 @@ class QuotaExceededError(AppError):
 
 
 class ServiceUnavailableError(AppError):
+    """A dependency (the database, the storage) failed or took too long: worth retrying shortly."""
+
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
     code = "service_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": RETRY_AFTER}
 
 
 class RateLimitedError(AppError):
@@ -266,19 +274,45 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     )
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+_TEMPLATE_PARAMETER = re.compile(r"\\\{[^/]*?\\\}")  # a "{name}" of a path template, once escaped
+
+
+def _documented_methods(app: Any, path: str) -> list[str] | None:
+    """The methods the OpenAPI document gives the path, by its most specific template (a literal segment
+    before a parameter: ``/articles/feed`` is the feed, not the article ``feed``); None if undocumented."""
+    matching = [
+        (template.count("{"), item)
+        for template, item in app.openapi().get("paths", {}).items()
+        if re.fullmatch(_TEMPLATE_PARAMETER.sub("[^/]+", re.escape(template)), path)
+    ]
+    return sorted(method.upper() for method in min(matching, key=lambda m: m[0])[1]) if matching else None
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the requested resource. (Starlette's 405 names only those of the first route
+    that matched the path, and the router has one route per method: GET and PUT /user are two.)"""
+    documented = _documented_methods(request.app, request.url.path)
+    if documented is not None:
+        return ", ".join(documented)
+    routes = request.app.router.routes  # outside the API (/docs, /media): ask the routes themselves
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     status = HTTPStatus(exc.status_code)
     detail = (
         exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else status.phrase.lower()
     )
-    return problem_response(
-        request,
-        status,
-        detail,
-        code=status.name.lower(),
-        headers=dict(exc.headers or {}),
-    )
+    headers = dict(exc.headers or {})
+    if status is HTTPStatus.METHOD_NOT_ALLOWED:
+        headers["Allow"] = _allowed_methods(request)
+    return problem_response(request, status, detail, code=status.name.lower(), headers=headers)
 
 
 async def _integrity_error(request: Request, exc: Exception) -> Response:
@@ -309,18 +343,23 @@ async def _data_error(request: Request, exc: Exception) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The database is down, unreachable, too slow (a statement or lock timeout), or out of connections.
+    # Logged by the driver error's type (QueryCanceledError, ConnectionRefusedError, ...), never its
+    # message; the request id is in the log context (app/core/observability.py).
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     logger.error(
-        "database unavailable on %s %s: %s",
+        "database unavailable on %s %s: %s (%s)",
         request.method,
         request.url.path,
         type(exc).__name__,
+        type(cause.__cause__ or cause).__name__,
     )
     return problem_response(
         request,
         HTTPStatus.SERVICE_UNAVAILABLE,
         "the service is temporarily unavailable, please retry",
         code="service_unavailable",
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": RETRY_AFTER},
     )
 
 

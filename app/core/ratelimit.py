@@ -21,11 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.core.config import Settings
 from app.core.errors import AppError, RateLimitedError, ServiceUnavailableError, problem_response
 from app.core.metrics import RATE_LIMIT_REJECTIONS
+from app.core.redis_link import RedisLink, create_pool
 
 logger = logging.getLogger("conduit.ratelimit")
-
-# Seconds to connect to and to wait for Redis: a hung Redis must not hang the requests it guards.
-REDIS_TIMEOUT = 0.5
 
 _parse_rule = cache(parse)
 
@@ -39,17 +37,17 @@ def _storage_uri(redis_url: str) -> str:
 class RateLimiter:
     """Consumes rate-limit budgets, shared by every worker when Redis is configured."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, link: RedisLink | None = None) -> None:
         self._enabled = settings.rate_limit_enabled
         self._fail_open = settings.rate_limit_fail_open
+        self._link = link or RedisLink(settings.redis_backoff_max)
         self.storage_errors = 0
         self._pool: redis.asyncio.ConnectionPool | None = None
         storage: Storage
         if settings.redis_url:
-            # Our own pool: redis-py's default client retries with backoff for seconds, this one fails fast.
-            self._pool = redis.asyncio.ConnectionPool.from_url(
-                settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-            )
+            # Our own pool: redis-py's default client retries with backoff for seconds, this one fails
+            # fast (CONDUIT_REDIS_TIMEOUT), and while Redis is down the breaker skips it altogether.
+            self._pool = create_pool(settings.redis_url, settings)
             storage = RedisStorage(
                 _storage_uri(settings.redis_url),
                 implementation="redispy",
@@ -72,26 +70,36 @@ class RateLimiter:
         if not self._enabled:
             return
         item = _parse_rule(rule)
+        if self._pool is not None and not self._link.available():
+            self._storage_failed(rule, None)  # Redis is down: decide as if it had failed, at once
+            return
         try:
             if await self._strategy.hit(item, *identifiers):
+                self._link.succeeded()
                 return
             stats = await self._strategy.get_window_stats(item, *identifiers)
         except StorageError as exc:
+            self._link.failed(exc.storage_error)
             self._storage_failed(rule, exc)
             return
+        self._link.succeeded()
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         RATE_LIMIT_REJECTIONS.labels(identifiers[0] if identifiers else rule).inc()  # the limit's name
         raise RateLimitedError(
             f"too many requests, retry in {retry_after} seconds", limit=item.amount, retry_after=retry_after
         )
 
-    def _storage_failed(self, rule: str, exc: StorageError) -> None:
+    def _storage_failed(self, rule: str, exc: StorageError | None) -> None:
+        """Allow or refuse as configured. An actual failure is logged; a request that skipped Redis
+        because the breaker is open is only counted (the breaker logs the outage once)."""
         self.storage_errors += 1
-        error = exc.storage_error
+        if exc is not None:
+            verdict = "allowing" if self._fail_open else "refusing"
+            logger.warning(
+                "rate limit storage failed (%s), %s: %s", rule, verdict, type(exc.storage_error).__name__
+            )
         if not self._fail_open:
-            logger.error("rate limit storage failed (%s), refusing: %s", rule, type(error).__name__)
             raise ServiceUnavailableError("the service is temporarily unavailable, please retry") from exc
-        logger.warning("rate limit storage failed (%s), allowing: %s", rule, type(error).__name__)
 
     async def close(self) -> None:
         if self._pool is not None:

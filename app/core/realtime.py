@@ -10,6 +10,7 @@ described in docs/realtime.md.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.core.metrics import WEBSOCKET_CONNECTIONS
-from app.core.pubsub import PubSub, subscription
+from app.core.pubsub import RESUBSCRIBED, PubSub, subscription
 
 # Close codes (4000-4999 are the application's own, RFC 6455 §7.4.2).
 CLOSE_UNAUTHORIZED = 4401  # no valid auth message in time, or the access token expired
@@ -39,7 +40,8 @@ _SESSIONS_ENDED_PREFIX = b'{"type":"sessions_ended"'
 
 class Mailbox:
     """The messages waiting for one socket, at most ``size``. On overflow everything queued is dropped
-    for a single resync: the client reloads through REST, which is bounded where the backlog is not."""
+    for a single resync: the client reloads through REST, which is bounded where the backlog is not.
+    (A dropped ``RESUBSCRIBED`` is kept instead: it is a resync that also checks the session.)"""
 
     def __init__(self, size: int) -> None:
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(size)
@@ -49,9 +51,11 @@ class Mailbox:
         try:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
+            replacement = RESUBSCRIBED if message == RESUBSCRIBED else RESYNC
             while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(RESYNC)
+                if self._queue.get_nowait() == RESUBSCRIBED:
+                    replacement = RESUBSCRIBED
+            self._queue.put_nowait(replacement)
 
     async def get(self) -> bytes:
         return await self._queue.get()
@@ -83,6 +87,7 @@ class Connection:
         session_id: str | None,
         heartbeat_interval: float,
         queue_size: int,
+        still_valid: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.websocket = websocket
         self.pubsub = pubsub
@@ -92,6 +97,7 @@ class Connection:
         self.session_id = session_id
         self.heartbeat_interval = heartbeat_interval
         self.mailbox = Mailbox(queue_size)
+        self.still_valid = still_valid
         self._send_lock = asyncio.Lock()  # one sender at a time: the writer and the watchdog's pings
         self._awaiting_pong = False
 
@@ -134,7 +140,13 @@ class Connection:
         with suppress(WebSocketDisconnect):
             while True:
                 message = await self.mailbox.get()
-                if message.startswith(_SESSIONS_ENDED_PREFIX):
+                if message == RESUBSCRIBED:
+                    # A logout published while pub/sub was down never reached this process: ask the
+                    # database whether the session still holds before carrying on.
+                    if self.still_valid is not None and not await self.still_valid():
+                        return CLOSE_UNAUTHORIZED
+                    message = RESYNC
+                elif message.startswith(_SESSIONS_ENDED_PREFIX):
                     if self._ended_by(orjson.loads(message)):
                         return CLOSE_UNAUTHORIZED
                     continue

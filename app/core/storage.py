@@ -191,9 +191,10 @@ class S3Storage:
                         signature_version="s3v4",
                         # Path-style for custom endpoints (MinIO and the like have no bucket subdomains).
                         s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
-                        connect_timeout=5,
-                        read_timeout=30,
-                        retries={"max_attempts": 3, "mode": "standard"},
+                        # A hung S3 fails the call (a 503 for an upload) within these bounds.
+                        connect_timeout=settings.s3_connect_timeout,
+                        read_timeout=settings.s3_read_timeout,
+                        retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
                     ),
                 )
             return self._client

@@ -3,6 +3,7 @@
 from app.models.article import Article, ArticleTag, Favorite, Tag
 from app.models.comment import Comment
 from app.models.export import Export, ExportState
+from app.models.idempotency import IdempotencyKey
 from app.models.notification import Notification, NotificationKind
 from app.models.token import OneTimeToken, RefreshToken, TokenPurpose
 from app.models.upload import Upload
@@ -16,6 +17,7 @@ __all__ = [
     "ExportState",
     "Favorite",
     "Follow",
+    "IdempotencyKey",
     "Notification",
     "NotificationKind",
     "OneTimeToken",

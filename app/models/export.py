@@ -18,6 +18,12 @@ class ExportState(StrEnum):
     FAILED = "failed"
 
 
+# The predicate of the partial unique index below, as literal SQL: an ON CONFLICT naming it must not
+# use bound parameters, or PostgreSQL's generic plan of the prepared statement (used from its sixth
+# execution on a connection) cannot infer the index and the INSERT fails.
+UNFINISHED_PREDICATE = "state IN ('pending', 'running')"
+
+
 class Export(Base):
     __tablename__ = "exports"
     __table_args__ = (
@@ -27,8 +33,8 @@ class Export(Base):
             "uq_exports_user_id_unfinished",
             "user_id",
             unique=True,
-            sqlite_where=text("state IN ('pending', 'running')"),
-            postgresql_where=text("state IN ('pending', 'running')"),
+            sqlite_where=text(UNFINISHED_PREDICATE),
+            postgresql_where=text(UNFINISHED_PREDICATE),
         ),
     )
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.core.errors import PATTERN_MESSAGES
-from app.schemas.common import CleanText, Schema, Timestamp
+from app.schemas.common import NOT_BLANK, SPACE_CHARS, CleanText, Schema, Strip, Timestamp
 from app.schemas.profile import Profile
 
 TITLE_MAX = 255
@@ -14,23 +14,28 @@ BODY_MAX = 100_000
 TAG_MAX = 64
 TAGS_PER_ARTICLE_MAX = 20
 
-TAG_PATTERN = r"^[^\x00-\x1f\x7f]+$"
-PATTERN_MESSAGES[TAG_PATTERN] = "must not contain control characters"
+# No control characters, and at least one character that is neither a control nor a space.
+_TAG_CHAR = r"[^\x00-\x1f\x7f]"
+TAG_PATTERN = rf"^{_TAG_CHAR}*[^\x00-\x1f\x7f{SPACE_CHARS}]{_TAG_CHAR}*$"
+PATTERN_MESSAGES[TAG_PATTERN] = "must not be blank or contain control characters"
 
 Title = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    StringConstraints(min_length=1, max_length=TITLE_MAX, pattern=NOT_BLANK),
+    Strip,
     CleanText,
 ]
 Description = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=DESCRIPTION_MAX),
+    StringConstraints(min_length=1, max_length=DESCRIPTION_MAX, pattern=NOT_BLANK),
+    Strip,
     CleanText,
 ]
 Body = Annotated[str, StringConstraints(min_length=1, max_length=BODY_MAX), CleanText]
 TagName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX, pattern=TAG_PATTERN),
+    StringConstraints(min_length=1, max_length=TAG_MAX, pattern=TAG_PATTERN),
+    Strip,
     CleanText,
 ]
 TagList = Annotated[list[TagName], Field(max_length=TAGS_PER_ARTICLE_MAX)]

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas.common import CleanText
+from app.schemas.common import NOT_BLANK, CleanText, Strip
 from app.schemas.user import Email, Password
 
 OpaqueToken = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
+    StringConstraints(min_length=1, max_length=128, pattern=NOT_BLANK),
+    Strip,
     CleanText,
     Field(examples=["Yx8…"]),
 ]
@@ -26,9 +27,10 @@ class StrictBody(BaseModel):
 class PasswordGrantForm(BaseModel):
     """The OAuth2 password grant (RFC 6749 §4.3), as a form. ``username`` may also be an email."""
 
-    grant_type: Annotated[str | None, Field(pattern="^password$")] = None
+    # An empty form field counts as absent, so "" is accepted like a missing grant_type.
+    grant_type: Annotated[str, Field(pattern="^(password)?$")] = ""
     username: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320), CleanText
+        str, StringConstraints(min_length=1, max_length=320, pattern=NOT_BLANK), Strip, CleanText
     ]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024), CleanText]
     scope: str = ""

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, StrictInt
+from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from app.schemas.common import Schema, Timestamp
+from app.schemas.common import MAX_INT32, JsonInt, Schema, Timestamp
 from app.schemas.profile import Profile
 
 
@@ -42,8 +42,8 @@ class MarkReadRequest(Schema):
         alias_generator=to_camel, populate_by_name=True, json_schema_extra={"examples": [{"upTo": 42}]}
     )
 
-    up_to: StrictInt = Field(
-        ge=1, le=2**63 - 1, description="This notification and every older one become read."
+    up_to: JsonInt = Field(
+        ge=1, le=MAX_INT32, description="This notification and every older one become read."
     )
 
 

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from app.core.errors import PATTERN_MESSAGES
-from app.schemas.common import CleanText, Schema
+from app.schemas.common import NOT_BLANK, CleanText, Schema, Strip
 
 USERNAME_MAX = 64
 PASSWORD_MIN = 8
@@ -16,6 +16,17 @@ BIO_MAX = 4096
 IMAGE_MAX = 2048
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 PATTERN_MESSAGES[USERNAME_PATTERN] = "may contain only letters, digits, '_' and '-'"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{char.lower()}{char.upper()}]" if char.isalpha() else char for char in word)
+
+
+# email_validator refuses addresses at special-use domains (RFC 6761: .test, .local, .invalid, …),
+# which JSON Schema's "email" format allows: the schema excludes them with a "not" pattern (which also
+# says what CleanText's would, as this one takes its place).
+SPECIAL_USE = "|".join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)
+REFUSED_EMAIL = rf"\x00|@(?:[^@]*\.)?(?:{SPECIAL_USE})$"
 
 
 def _normalise_email(value: str) -> str:
@@ -28,21 +39,20 @@ def _normalise_email(value: str) -> str:
 
 Username = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=USERNAME_MAX,
-        pattern=USERNAME_PATTERN,
-    ),
+    StringConstraints(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN),
     CleanText,
     Field(description="Letters, digits, `_` and `-`.", examples=["jake"]),
 ]
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=320),
+    StringConstraints(min_length=3, max_length=320),
+    Strip,
     CleanText,
     AfterValidator(_normalise_email),
-    Field(json_schema_extra={"format": "email"}, examples=["jake@example.com"]),
+    Field(
+        json_schema_extra={"format": "email", "not": {"pattern": REFUSED_EMAIL}},
+        examples=["jake@example.com"],
+    ),
 ]
 Password = Annotated[
     str,
@@ -58,7 +68,8 @@ Bio = Annotated[
 ]
 ImageUrl = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, max_length=IMAGE_MAX),
+    StringConstraints(max_length=IMAGE_MAX),
+    Strip,
     CleanText,
     Field(examples=["https://api.realworld.io/images/smiley-cyrus.jpg"]),
 ]
@@ -91,9 +102,7 @@ class NewUserRequest(BaseModel):
 class LoginUser(BaseModel):
     # No policy on login: any string is checked against the stored hash.
     email: Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=320),
-        CleanText,
+        str, StringConstraints(min_length=1, max_length=320, pattern=NOT_BLANK), Strip, CleanText
     ]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024), CleanText]
 

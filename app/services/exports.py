@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 import orjson
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import ConflictError, NotFoundError
@@ -36,6 +36,7 @@ from app.core.outbox import Enqueue, Job, after_commit
 from app.db.base import utcnow
 from app.db.dialect import insert_ignoring_conflicts, json_array_agg
 from app.models import Article, ArticleTag, Comment, Export, ExportState, NotificationKind, Tag, User
+from app.models.export import UNFINISHED_PREDICATE
 from app.schemas.common import format_timestamp
 from app.schemas.export import ExportOut
 from app.services import notifications
@@ -55,7 +56,7 @@ MANIFEST_DONE = 85
 ARCHIVE_DONE = 95
 
 UNFINISHED = (ExportState.PENDING, ExportState.RUNNING)
-UNFINISHED_WHERE = Export.state.in_(UNFINISHED)  # the predicate of the partial unique index
+UNFINISHED_WHERE = text(UNFINISHED_PREDICATE)  # the partial unique index's (see app/models/export.py)
 FINISHED = (ExportState.DONE, ExportState.FAILED)
 CREATE_ATTEMPTS = 3
 
@@ -386,17 +387,16 @@ async def requeue_stale(
     return len(stale), emails
 
 
-async def expired_exports(
-    session: AsyncSession, *, older_than: timedelta, limit: int
-) -> list[tuple[int, str | None]]:
-    """Up to ``limit`` finished exports that ended more than ``older_than`` ago: ids and archive names."""
-    rows = await session.execute(
-        select(Export.id, Export.file_name)
-        .where(Export.state.in_(FINISHED), Export.finished_at < utcnow() - older_than)
-        .order_by(Export.id)
-        .limit(limit)
+async def expired_exports(session: AsyncSession, *, older_than: timedelta, limit: int) -> list[int]:
+    """The ids of up to ``limit`` finished exports that ended more than ``older_than`` ago."""
+    return list(
+        await session.scalars(
+            select(Export.id)
+            .where(Export.state.in_(FINISHED), Export.finished_at < utcnow() - older_than)
+            .order_by(Export.id)
+            .limit(limit)
+        )
     )
-    return [(row.id, row.file_name) for row in rows]
 
 
 async def delete_exports(session: AsyncSession, export_ids: list[int]) -> int:
@@ -556,10 +556,12 @@ def remove_staging(export_dir: Path, export_id: int) -> None:
     shutil.rmtree(staging_dir(export_dir, export_id), ignore_errors=True)
 
 
-def remove_files(export_dir: Path, exports: list[tuple[int, str | None]]) -> None:
-    for export_id, file_name in exports:
-        if file_name is not None:
-            (export_dir / file_name).unlink(missing_ok=True)
+def remove_files(export_dir: Path, export_ids: list[int]) -> None:
+    """Remove everything of these exports on disk: the staging directory, and the archive whether it
+    was recorded or not. (The archive step writes it before the transaction that records it, which
+    may fail: a failed export can have an archive that its row does not name.)"""
+    for export_id in export_ids:
+        (export_dir / archive_name(export_id)).unlink(missing_ok=True)
         remove_staging(export_dir, export_id)
 
 

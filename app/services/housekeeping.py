@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.db.base import utcnow
-from app.models import Notification, RefreshToken
+from app.models import IdempotencyKey, Notification, RefreshToken
 
 # The job (app/workers/housekeeping.py); the scheduler runs it hourly.
 HOUSEKEEPING = "housekeeping.run"
@@ -41,3 +41,10 @@ async def purge_read_notifications(session: AsyncSession, *, older_than: timedel
             delete(Notification).where(Notification.read_at.is_not(None), Notification.created_at < cutoff)
         )
     )
+
+
+async def purge_idempotency_keys(session: AsyncSession, *, older_than: timedelta) -> int:
+    """Delete the idempotency keys first used more than ``older_than`` ago (answers and lapsed claims
+    alike: a claim's lease is far shorter). Until then, ``idempotency.claim`` already ignores them."""
+    cutoff = utcnow() - older_than
+    return _count(await session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff)))

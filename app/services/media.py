@@ -15,8 +15,10 @@ size cap (``app/api/v1/multipart.py``). Then, in a worker thread:
    never a name the client chose.
 
 The owner's **quota** (count and bytes) is checked and moved by one conditional ``UPDATE`` in the
-upload's transaction. Thumbnails of article images are made by a job after the commit
-(``app/workers/media.py``); files are deleted by a job after the commit that forgets them.
+upload's transaction. The file is stored before the commit (its row describes it), and deleted again
+if the transaction does not commit (``on_rollback``). Thumbnails of article images are made by a job
+after the commit (``app/workers/media.py``); files are deleted by a job after the commit that forgets
+them.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from app.core.errors import (
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
-from app.core.outbox import Enqueue, Job, after_commit
+from app.core.outbox import Enqueue, Job, after_commit, on_rollback
 from app.core.storage import CONTENT_TYPES, MEDIA_PATH, MediaLinks, Storage, content_type_of
 from app.db.base import utcnow
 from app.db.dialect import json_objects_agg
@@ -263,21 +265,18 @@ async def delete_quietly(storage: Storage, keys: Sequence[str]) -> None:
         logger.error("could not delete %d stored files: %s", len(keys), type(exc).__name__)
 
 
-@asynccontextmanager
-async def _stored(storage: Storage, image: ProcessedImage, kind: str) -> AsyncIterator[str]:
-    """Store ``image`` under a new key; if the block then fails, delete the file again."""
+async def _store(session: AsyncSession, storage: Storage, image: ProcessedImage, kind: str) -> str:
+    """Store ``image`` under a new key and return it. The file is deleted again if the session's
+    transaction does not commit (whether the work fails after this or the commit itself does)."""
     key = new_key(kind, image.extension)
+    # Recorded first: a put that fails halfway may still have left an object behind.
+    on_rollback(session, partial(delete_quietly, storage, [key]))
     try:
         await storage.put(key, image.path, image.content_type)
     except OSError as exc:
         logger.error("could not store an upload: %s", type(exc).__name__)
         raise ServiceUnavailableError("the image could not be stored, please retry") from exc
-    try:
-        yield key
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await delete_quietly(storage, [key])
-        raise
+    return key
 
 
 async def _lock_owner(session: AsyncSession, user_id: int) -> None:
@@ -348,12 +347,12 @@ async def set_avatar(
         if previous is not None:  # given back first, so a replacement fits where the old one did
             await _forget(session, [previous])
         await _charge(session, user.id, 1, image.size, rules)
-        async with _stored(storage, image, "avatars") as key:
-            session.add(_row(image, key, user.id, None))
-            user.avatar_key = key
-            user.image = ""
-            user.updated_at = utcnow()
-            await session.flush()
+        key = await _store(session, storage, image, "avatars")
+    session.add(_row(image, key, user.id, None))
+    user.avatar_key = key
+    user.image = ""
+    user.updated_at = utcnow()
+    await session.flush()
     mark_changed(session)  # the user's profile appears in cached documents
 
 
@@ -393,10 +392,10 @@ async def add_article_image(
     async with _processed(upload, rules, max_side=None) as image:
         await _lock_owner(session, user.id)
         await _charge(session, user.id, 1, image.size, rules)
-        async with _stored(storage, image, "images") as key:
-            row = _row(image, key, user.id, article_id)
-            session.add(row)
-            await session.flush()
+        key = await _store(session, storage, image, "images")
+    row = _row(image, key, user.id, article_id)
+    session.add(row)
+    await session.flush()
     mark_changed(session)
     after_commit(session, Enqueue((Job(MAKE_VARIANTS, {"upload_id": row.id}),)))
     return row.id

@@ -75,6 +75,10 @@ def create_celery(settings: Settings) -> Celery:
             # Redis keys under the queue's name, unacknowledged jobs included: deployments (and test
             # runs) sharing a Redis never restore each other's jobs. (RabbitMQ ignores both options.)
             "global_keyprefix": f"{settings.task_queue}:",
+            # A Redis broker that stops answering (a network dropping packets) fails an enqueue within
+            # a few of these, with Celery's publish retries, instead of hanging the request that sent it.
+            "socket_timeout": settings.broker_timeout,
+            "socket_connect_timeout": settings.broker_timeout,
         },
         beat_schedule=beat_schedule(settings.task_queue),
         broker_connection_retry_on_startup=True,

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.cache import CHANGED, Cache
 from app.core.config import Settings
 from app.core.mail import Mailer
-from app.core.outbox import Dispatcher, take_deferred
+from app.core.outbox import Dispatcher
+from app.db.unit_of_work import end_transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +26,15 @@ class JobContext:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """A session committed at the end of the block (rolled back on error); what its work deferred
-        (pushes, further jobs) goes out after the commit, as for a request."""
+        (pushes, further jobs) goes out after the commit, as for a request, and what it did outside the
+        database is undone if it does not commit."""
         async with self.sessionmaker() as session:
             try:
                 yield session
-                await session.commit()
             except BaseException:
-                await session.rollback()
-                take_deferred(session)
+                await end_transaction(session, commit=False)
                 raise
+            deferred = await end_transaction(session, commit=True)
             if session.info.pop(CHANGED, False):
                 await self.cache.invalidate()
-            await self.dispatcher.dispatch(take_deferred(session))
+            await self.dispatcher.dispatch(deferred)

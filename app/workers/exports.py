@@ -43,9 +43,11 @@ async def _step(ctx: JobContext, export_id: int, name: str, work: Callable[[int]
 async def _fail(ctx: JobContext, export_id: int) -> None:
     async with ctx.unit_of_work() as session:
         email = await exports.fail(session, export_id, ctx.settings.frontend_url)
-    if email is not None:
-        await send_quietly(ctx.mailer, email)
-    await anyio.to_thread.run_sync(exports.remove_staging, ctx.settings.effective_export_dir, export_id)
+    if email is None:  # concluded meanwhile by another run of its chain, which owns its files
+        return
+    await send_quietly(ctx.mailer, email)
+    # Its staging files, and its archive if the archive step wrote one but failed to record it.
+    await anyio.to_thread.run_sync(exports.remove_files, ctx.settings.effective_export_dir, [export_id])
 
 
 async def _set_progress(ctx: JobContext, export_id: int, progress: int) -> None:

@@ -33,6 +33,10 @@ async def run(ctx: JobContext) -> None:
         read = await housekeeping.purge_read_notifications(
             session, older_than=timedelta(days=settings.notification_retention_days)
         )
+    async with ctx.unit_of_work() as session:
+        keys = await housekeeping.purge_idempotency_keys(
+            session, older_than=timedelta(seconds=settings.idempotency_ttl)
+        )
     purged = 0
     while True:
         # Files first, then rows: a crash in between leaves rows without files (their downloads answer
@@ -45,7 +49,7 @@ async def run(ctx: JobContext) -> None:
             break
         await anyio.to_thread.run_sync(exports.remove_files, export_dir, expired)
         async with ctx.unit_of_work() as session:
-            purged += await exports.delete_exports(session, [export_id for export_id, _ in expired])
+            purged += await exports.delete_exports(session, expired)
         if len(expired) < EXPORT_PURGE_BATCH:
             break
     # Running without progress for longer than the broker takes to hand a lost job to another worker,
@@ -65,10 +69,11 @@ async def run(ctx: JobContext) -> None:
         unfinished, newest = await exports.staging_in_use(session)
     await anyio.to_thread.run_sync(exports.remove_orphan_staging, export_dir, unfinished, newest)
     logger.info(
-        "housekeeping: %d refresh tokens, %d read notifications, %d exports purged; "
-        "%d exports sent again, %d given up",
+        "housekeeping: %d refresh tokens, %d read notifications, %d idempotency keys, %d exports "
+        "purged; %d exports sent again, %d given up",
         tokens,
         read,
+        keys,
         purged,
         requeued,
         len(emails),

@@ -107,6 +107,7 @@ def _served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> uvic
     monkeypatch.setenv("CONDUIT_VAR_DIR", str(tmp_path))
     monkeypatch.delenv("CONDUIT_DATABASE_URL", raising=False)
     monkeypatch.setenv("CONDUIT_GRACEFUL_SHUTDOWN_TIMEOUT", "7")
+    monkeypatch.setenv("CONDUIT_WORKER_HEALTHCHECK_TIMEOUT", "45")
     calls: list[uvicorn.Config] = []
     monkeypatch.setattr("app.cli.serving.run", calls.append)
     sigterm = signal.getsignal(signal.SIGTERM)
@@ -127,6 +128,7 @@ def _tables(path: Path) -> set[str]:
 def test_serve_migrates_first_unless_told_not_to(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = _served(monkeypatch, tmp_path, "--no-migrate")
     assert config.timeout_graceful_shutdown == 7
+    assert config.timeout_worker_healthcheck == 45
     assert not (tmp_path / "conduit.db").exists()  # the migration job's work, not this replica's
 
     _served(monkeypatch, tmp_path)

@@ -1,5 +1,6 @@
 """Real ``conduit serve`` processes: JSON lines in production (uvicorn's and the migrations' too, and
-no access line but ours), and several workers adding up their metrics (Prometheus multiprocess mode)."""
+no access line but ours), several workers adding up their metrics (Prometheus multiprocess mode), and
+workers slow to start waited for rather than killed."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def test_several_workers_add_up_their_metrics(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # generous: several processes start on a busy machine
         while True:
             try:
                 before = _tags_served(httpx.get(f"{base}/metrics", trust_env=False).text)
@@ -83,3 +84,30 @@ def test_several_workers_add_up_their_metrics(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.skipif(not TEST_REDIS_URL, reason="several workers need Redis: set CONDUIT_TEST_REDIS_URL")
+def test_workers_slow_to_start_are_waited_for(tmp_path: Path) -> None:
+    """A worker that takes longer to start than uvicorn's default 5 s health check (a busy or
+    CPU-throttled host) is waited for, not killed and replaced over and over, never serving."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    # Each worker is a fresh process (multiprocessing spawn): 8 s before it even imports the app.
+    (slow / "sitecustomize.py").write_text(
+        "import sys, time\nif 'spawn_main' in ' '.join(sys.orig_argv):\n    time.sleep(8)\n"
+    )
+    prefix = f"test-{uuid.uuid4().hex}"
+    env = server_env(
+        tmp_path,
+        redis_url=str(TEST_REDIS_URL),
+        cache_prefix=prefix,
+        rate_limit_prefix=prefix,
+        log_level="INFO",
+        worker_healthcheck_timeout="120",  # generous: the point is that it is not 5 s
+        **SECRETS,
+    )
+    env["PYTHONPATH"] = str(slow)
+    log = tmp_path / "server.log"
+    with serve(env, tmp_path, log=log, args=["--workers", "2"], ready_timeout=300) as (base, _):
+        assert httpx.get(f"{base}/api/v1/tags", trust_env=False).status_code == 200
+    assert "died" not in log.read_text()

@@ -60,6 +60,12 @@ def test_uploads_are_stored_under_var_by_default(tmp_path: Path) -> None:
     assert settings.upload_max_bytes == 5 * 1024 * 1024
 
 
+def test_an_idempotency_lease_outlasts_the_request_deadline(tmp_path: Path) -> None:
+    # Otherwise a request still working could lose its key to a retry (docs/reliability.md).
+    with pytest.raises(ValidationError, match="CONDUIT_IDEMPOTENCY_LEASE"):
+        Settings(_env_file=None, var_dir=tmp_path, idempotency_lease=30, request_timeout=30)  # type: ignore[call-arg]
+
+
 def test_s3_storage_needs_a_bucket(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="CONDUIT_S3_BUCKET"):
         Settings(_env_file=None, var_dir=tmp_path, storage_backend="s3")  # type: ignore[call-arg]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
 from app.schemas.article import NewArticle, UpdateArticle
-from app.schemas.common import format_timestamp
+from app.schemas.common import SPACE_CHARS, format_timestamp
+from app.schemas.notification import MarkReadRequest
 from app.schemas.user import NewUser, UpdateUser
 
 
@@ -34,9 +37,38 @@ def test_bad_tag_lists(tags: list[str]) -> None:
         NewArticle(title="t", description="d", body="b", tag_list=tags)
 
 
-def test_blank_title_after_stripping() -> None:
-    with pytest.raises(ValidationError, match="at least 1 character"):
-        NewArticle(title="   ", description="d", body="b")
+@pytest.mark.parametrize("title", ["   ", "\u2003", "\x85", "\t\n"])
+def test_blank_titles(title: str) -> None:
+    with pytest.raises(ValidationError, match="should match pattern"):
+        NewArticle(title=title, description="d", body="b")
+
+
+@pytest.mark.parametrize("tag", ["\x85", " \u3000 "])
+def test_blank_tags(tag: str) -> None:
+    with pytest.raises(ValidationError, match="should match pattern"):
+        NewArticle(title="t", description="d", body="b", tag_list=[tag])
+
+
+def test_lengths_apply_to_the_value_as_sent() -> None:
+    # As the OpenAPI document says (maxLength on the JSON string), not to the value once stripped.
+    with pytest.raises(ValidationError, match="at most 255 characters"):
+        NewArticle(title=" " + "t" * 255, description="d", body="b")
+    assert NewArticle(title=" " + "t" * 254, description="d", body="b").title == "t" * 254
+
+
+def test_space_chars_are_what_strip_removes() -> None:
+    # The pattern spells out str.isspace(), so that Python and JSON Schema agree on what is blank.
+    space = re.compile(f"[{SPACE_CHARS}]")
+    assert [c for c in range(sys.maxunicode + 1) if chr(c).isspace()] == [
+        c for c in range(sys.maxunicode + 1) if space.fullmatch(chr(c))
+    ]
+
+
+def test_integral_json_numbers_are_integers() -> None:
+    assert MarkReadRequest.model_validate_json('{"upTo": 42.0}').up_to == 42
+    for bad in ('{"upTo": 42.5}', '{"upTo": "42"}', '{"upTo": true}'):
+        with pytest.raises(ValidationError):
+            MarkReadRequest.model_validate_json(bad)
 
 
 def test_update_article_distinguishes_absent_from_given() -> None:

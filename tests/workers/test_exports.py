@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Article, Export, Notification
@@ -158,6 +158,23 @@ async def test_concurrent_requests_start_one_export(app: FastAPI, api: Api, engi
     assert raised.value.extensions["export"]["id"] == created.id
     async with engine.connect() as connection:
         assert (await connection.execute(select(func.count()).select_from(Export))).scalar_one() == 1
+
+
+async def test_exports_keep_starting_on_one_connection(app: FastAPI, api: Api, engine: AsyncEngine) -> None:
+    """The INSERT naming the partial unique index runs again and again on one connection. On PostgreSQL
+    its prepared statement gets a generic plan from the sixth execution on, which could not infer the
+    index when its predicate was sent as bound parameters (found by tests/fuzz)."""
+    await api.register("jake")
+    owner = await user_id(engine, "jake")
+    async with app.state.sessionmaker() as session:
+        for _ in range(8):
+            created = await export_service.create_export(session, owner)
+            with pytest.raises(ExportInProgressError):
+                await export_service.create_export(session, owner)
+            await session.execute(update(Export).where(Export.id == created.id).values(state="done"))
+        await session.commit()
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(func.count()).select_from(Export))).scalar_one() == 8
 
 
 async def test_an_export_of_1000_articles(api: Api, client: httpx.AsyncClient, engine: AsyncEngine) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.base import utcnow
@@ -83,16 +83,19 @@ async def test_housekeeping(app: FastAPI, api: Api, engine: AsyncEngine) -> None
     expired_age = timedelta(days=settings.export_retention_days) + DAY
 
     async def finished(state: str, age: timedelta) -> tuple[int, Path]:
-        name = f"{secrets.token_hex(4)}.zip"
-        export_id = await _insert(
-            engine, Export, user_id=ann, state=state, progress=100, file_name=name, finished_at=now - age
-        )
+        export_id = await _insert(engine, Export, user_id=ann, state=state, finished_at=now - age)
+        name = export_service.archive_name(export_id)
+        if state == "done":
+            async with engine.begin() as connection:
+                stmt = update(Export).where(Export.id == export_id).values(file_name=name, progress=100)
+                await connection.execute(stmt)
         archive = export_dir / name
         _make(archive)
         return export_id, archive
 
     expired_done, expired_file = await finished("done", expired_age)
-    expired_failed, _ = await finished("failed", expired_age)
+    # Failed with its archive written but never recorded (the transaction recording it failed).
+    expired_failed, unrecorded_file = await finished("failed", expired_age)
     recent_done, recent_file = await finished("done", DAY)
 
     # Unfinished exports: a lost enqueue, a lost worker, one past giving up, one being worked on.
@@ -125,7 +128,7 @@ async def test_housekeeping(app: FastAPI, api: Api, engine: AsyncEngine) -> None
     assert read_old not in await _ids(engine, Notification)
     exports = await _ids(engine, Export)
     assert expired_done not in exports and expired_failed not in exports
-    assert not expired_file.exists()
+    assert not expired_file.exists() and not unrecorded_file.exists()
     assert recent_done in exports and recent_file.exists()
     assert not ended_staging.exists()
     assert busy_staging.exists() and newer_staging.exists()

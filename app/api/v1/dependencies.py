@@ -17,10 +17,9 @@ from app.core.ratelimit import RateLimiter
 from app.core.security import InvalidTokenError, PasswordHasher, TokenClaims, TokenService
 from app.core.storage import MediaLinks, Storage
 from app.models import Role, User
+from app.schemas.common import MAX_INT32
 from app.services import users as user_service
 from app.services.auth import ClientInfo
-
-MAX_INT32 = 2**31 - 1
 
 
 async def get_session(request: Request) -> AsyncSession:
@@ -249,6 +248,9 @@ async def get_client_info(request: Request) -> ClientInfo:
 
 ClientDep = Annotated[ClientInfo, Depends(get_client_info)]
 ViewerId = Annotated[int | None, Depends(get_viewer_id)]
+# ``openapi_extra`` of the routes that take ViewerId: FastAPI lists the credentials a route reads as its
+# security requirements, and appending the empty one says that calling without any is fine too.
+OPTIONAL_AUTH: dict[str, Any] = {"security": [{}]}
 
 
 async def get_reader_id(viewer_id: ViewerId) -> int:

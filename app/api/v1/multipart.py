@@ -4,15 +4,18 @@ to a temporary file, counted as it goes.
 Starlette's ``request.form()`` is not used: it has no cap on a file's size. Here the body is refused
 with a 413 as soon as the file passes ``max_bytes`` (or the whole body passes that plus a little for
 the multipart framing), whether or not a ``Content-Length`` was declared, and at most one small buffer
-of it is ever in memory. Writes to the file run in a worker thread.
+of it is ever in memory. Writes to the file run in a worker thread. The file's bytes are hashed
+(SHA-256) as they pass, for the request's idempotency fingerprint (``app/api/v1/idempotency.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -38,6 +41,7 @@ class _Receiver:
         self.max_bytes = max_bytes
         self.buffer = bytearray()
         self.file_bytes = 0
+        self.digest = hashlib.sha256()
         self.files = 0
         self.ended = False
         self._in_file = False
@@ -75,6 +79,7 @@ class _Receiver:
         if self.file_bytes > self.max_bytes:
             raise PayloadTooLargeError(f"the file exceeds {self.max_bytes} bytes")
         self.buffer += data[start:end]
+        self.digest.update(data[start:end])
 
     def on_part_end(self) -> None:
         self._in_file = False
@@ -96,7 +101,14 @@ def _boundary(request: Request) -> bytes:
     return boundary
 
 
-async def _receive(request: Request, out: BinaryIO, boundary: bytes, max_bytes: int) -> None:
+@dataclass(frozen=True, slots=True)
+class ReceivedFile:
+    path: Path  # a temporary file, deleted when the request is done with it
+    sha256: str  # of its bytes, hex
+
+
+async def _receive(request: Request, out: BinaryIO, boundary: bytes, max_bytes: int) -> str:
+    """Write the body's file part to ``out``; return the SHA-256 (hex) of its bytes."""
     body_cap = max_bytes + FRAMING_BYTES
     receiver = _Receiver(max_bytes)
     try:
@@ -133,10 +145,11 @@ async def _receive(request: Request, out: BinaryIO, boundary: bytes, max_bytes: 
     if not receiver.file_bytes:
         raise ValidationFailedError.for_field(FIELD, "is empty")
     await anyio.to_thread.run_sync(out.write, receiver.take())
+    return receiver.digest.hexdigest()
 
 
 @asynccontextmanager
-async def receive_file(request: Request, *, max_bytes: int) -> AsyncIterator[Path]:
+async def receive_file(request: Request, *, max_bytes: int) -> AsyncIterator[ReceivedFile]:
     """The ``file`` field of the request's multipart body, as a temporary file deleted afterwards.
 
     415 if the body is not multipart; 413 past the caps; 422 if the field is missing, empty or repeated;
@@ -150,8 +163,8 @@ async def receive_file(request: Request, *, max_bytes: int) -> AsyncIterator[Pat
     path = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as out:
-            await _receive(request, out, boundary, max_bytes)
-        yield path
+            sha256 = await _receive(request, out, boundary, max_bytes)
+        yield ReceivedFile(path, sha256)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(partial(path.unlink, missing_ok=True))

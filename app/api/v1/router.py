@@ -15,6 +15,8 @@ from app.api.v1.endpoints import (
     uploads,
     users,
 )
+from app.api.v1.idempotency import install_idempotency
+from app.core.errors import error_responses
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
     module.router
@@ -36,6 +38,8 @@ ROUTERS: tuple[APIRouter, ...] = tuple(
 
 def include_v1(app: FastAPI, prefix: str) -> None:
     # Each resource router is included in the app directly: one level of routers to match against
-    # on every request, not two.
+    # on every request, not two. Any operation can answer 503: the database is down or too slow, or
+    # the request deadline passed (docs/reliability.md).
     for router in ROUTERS:
-        app.include_router(router, prefix=prefix)
+        app.include_router(router, prefix=prefix, responses=error_responses(503))
+    install_idempotency(app)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from app.api.v1.dependencies import (
+    OPTIONAL_AUTH,
     CacheDep,
     CurrentUser,
     MediaLinksDep,
@@ -16,6 +17,7 @@ from app.api.v1.dependencies import (
     SessionDep,
     ViewerId,
 )
+from app.api.v1.idempotency import IdempotencyDep, idempotent_responses
 from app.core.errors import error_responses
 from app.core.responses import JSONBytes
 from app.schemas.article import (
@@ -39,6 +41,7 @@ FilterQuery = Annotated[str | None, Query(max_length=64)]
     description="Newest first, filtered by `tag`, `author` and/or `favorited` (a username). "
     "`articlesCount` is the total number of matching articles.",
     responses=error_responses(401, 422),
+    openapi_extra=OPTIONAL_AUTH,
 )
 async def list_articles(
     session: SessionDep,
@@ -88,12 +91,18 @@ async def feed(
     response_model=ArticleResponse,
     summary="Create an article",
     description="Publish an article. The slug is derived from the title and stays stable across edits. "
-    "When CONDUIT_REQUIRE_VERIFIED_EMAIL is on, only users with a verified email may publish (403).",
-    responses=error_responses(401, 403, 422),
+    "When CONDUIT_REQUIRE_VERIFIED_EMAIL is on, only users with a verified email may publish (403). "
+    "Safe to retry with an `Idempotency-Key`.",
+    responses={**error_responses(401, 403), **idempotent_responses(201)},
 )
 async def create_article(
-    body: NewArticleRequest, session: SessionDep, user: PublishingUser, links: MediaLinksDep
+    body: NewArticleRequest,
+    session: SessionDep,
+    user: PublishingUser,
+    links: MediaLinksDep,
+    idempotency: IdempotencyDep,
 ) -> ArticleResponse:
+    await idempotency.claim(user.id)
     return ArticleResponse(article=await article_service.create_article(session, user, body.article, links))
 
 
@@ -103,6 +112,7 @@ async def create_article(
     summary="Get an article",
     description="One article with its body.",
     responses=error_responses(401, 404, 422),
+    openapi_extra=OPTIONAL_AUTH,
 )
 async def get_article(
     slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Path, Response, status
 
 from app.api.v1.dependencies import (
-    MAX_INT32,
+    OPTIONAL_AUTH,
     CacheDep,
     CurrentUser,
     MailerDep,
@@ -16,10 +16,12 @@ from app.api.v1.dependencies import (
     SettingsDep,
     ViewerId,
 )
+from app.api.v1.idempotency import IdempotencyDep, idempotent_responses
 from app.core.errors import error_responses
 from app.core.mail import send_quietly
 from app.core.responses import JSONBytes
 from app.schemas.comment import CommentListResponse, CommentResponse, NewCommentRequest
+from app.schemas.common import MAX_INT32
 from app.services import comments as comment_service
 
 router = APIRouter(prefix="/articles/{slug}/comments", tags=["Comments"])
@@ -33,6 +35,7 @@ SlugPath = Annotated[str, Path(max_length=255, description="The article's slug."
     summary="List comments",
     description="The article's comments, newest first.",
     responses=error_responses(401, 404, 422),
+    openapi_extra=OPTIONAL_AUTH,
 )
 async def list_comments(
     slug: SlugPath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep
@@ -45,8 +48,8 @@ async def list_comments(
     response_model=CommentResponse,
     summary="Add a comment",
     description="Comment on an article. Answers 200, as the RealWorld contract says. The article's "
-    "author is notified (and emailed, if their settings say so).",
-    responses=error_responses(401, 404, 422),
+    "author is notified (and emailed, if their settings say so). Safe to retry with an `Idempotency-Key`.",
+    responses={**error_responses(401, 404), **idempotent_responses(200)},
 )
 async def add_comment(
     slug: SlugPath,
@@ -57,7 +60,9 @@ async def add_comment(
     mailer: MailerDep,
     background: BackgroundTasks,
     links: MediaLinksDep,
+    idempotency: IdempotencyDep,
 ) -> CommentResponse:
+    await idempotency.claim(user.id)
     comment, email = await comment_service.add_comment(
         session, user, slug, body.comment.body, links, frontend_url=settings.frontend_url
     )

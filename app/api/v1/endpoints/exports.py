@@ -7,8 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 
-from app.api.v1.dependencies import MAX_INT32, CurrentUser, SessionDep, SettingsDep
+from app.api.v1.dependencies import CurrentUser, SessionDep, SettingsDep
+from app.api.v1.idempotency import IdempotencyDep, idempotent_responses
 from app.core.errors import PROBLEM_MEDIA_TYPE, error_responses
+from app.schemas.common import MAX_INT32
 from app.schemas.export import ExportConflict, ExportResponse
 from app.services import exports as export_service
 
@@ -16,12 +18,19 @@ router = APIRouter(prefix="/exports", tags=["Exports"])
 
 ExportId = Annotated[int, Path(ge=1, le=MAX_INT32, description="The export's id.")]
 
-_CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {
-        "model": ExportConflict,
-        "description": "An export is already in progress; it is the problem's `export` member.",
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ExportConflict"}}},
-    }
+_CONFLICT: dict[str, Any] = {
+    "model": ExportConflict,
+    "description": "An export is already in progress; it is the problem's `export` member.",
+    "content": {
+        PROBLEM_MEDIA_TYPE: {
+            "schema": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/ExportConflict"},
+                    {"$ref": "#/components/schemas/Problem"},
+                ]
+            }
+        }
+    },
 }
 
 
@@ -33,10 +42,13 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
     description="Starts building a zip of my articles (`articles/<slug>.md`), my comments "
     "(`comments.md`) and a `manifest.json`. Poll `GET /exports/{id}` for its progress; when it is done, "
     "`downloadUrl` is set and I get a notification and an email. One unfinished export at a time: "
-    "another request meanwhile gets a 409 naming it.",
-    responses={**error_responses(401, 429), **_CONFLICT},
+    "another request meanwhile gets a 409 naming it. Safe to retry with an `Idempotency-Key`.",
+    responses={**error_responses(401, 429), **idempotent_responses(202, conflict=_CONFLICT)},
 )
-async def create_export(session: SessionDep, user: CurrentUser) -> ExportResponse:
+async def create_export(
+    session: SessionDep, user: CurrentUser, idempotency: IdempotencyDep
+) -> ExportResponse:
+    await idempotency.claim(user.id)
     return ExportResponse(export=await export_service.create_export(session, user.id))
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from app.api.v1.dependencies import CurrentUser, MediaLinksDep, SessionDep
 from app.core.errors import error_responses
+from app.schemas.common import MAX_INT32
 from app.schemas.notification import MarkReadRequest, NotificationListResponse, UnreadCountResponse
 from app.services import notifications as notification_service
 
@@ -27,7 +28,7 @@ async def list_notifications(
     user: CurrentUser,
     links: MediaLinksDep,
     unread: bool = False,
-    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="A `nextCursor`.")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_INT32, description="A `nextCursor`.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> NotificationListResponse:
     return await notification_service.list_notifications(

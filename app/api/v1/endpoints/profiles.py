@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Path, Response
 
 from app.api.v1.dependencies import (
+    OPTIONAL_AUTH,
     CacheDep,
     CurrentUser,
     MailerDep,
@@ -32,6 +33,7 @@ UsernamePath = Annotated[str, Path(max_length=64, description="The username of t
     summary="Get a profile",
     description="A user's public profile; `following` tells whether the caller follows them.",
     responses=error_responses(401, 404, 422),
+    openapi_extra=OPTIONAL_AUTH,
 )
 async def get_profile(
     username: UsernamePath, session: SessionDep, cache: CacheDep, viewer_id: ViewerId, links: MediaLinksDep

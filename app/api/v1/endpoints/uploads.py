@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, status
 
 from app.api.v1.dependencies import (
-    MAX_INT32,
     CurrentCaller,
     CurrentUser,
     LimiterDep,
@@ -17,9 +16,11 @@ from app.api.v1.dependencies import (
     StorageDep,
 )
 from app.api.v1.endpoints.users import user_response
+from app.api.v1.idempotency import IdempotencyDep, idempotent_responses
 from app.api.v1.multipart import FIELD, receive_file
 from app.core.errors import error_responses
 from app.schemas.article import ArticleResponse
+from app.schemas.common import MAX_INT32
 from app.schemas.user import UserResponse
 from app.services import articles as article_service
 from app.services import media as media_service
@@ -27,6 +28,7 @@ from app.services.media import UploadRules
 
 router = APIRouter(tags=["Uploads"])
 
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 SlugPath = Annotated[str, Path(max_length=255, description="The article's slug.")]
 ImageIdPath = Annotated[int, Path(ge=1, le=MAX_INT32, description="The image's id.")]
 
@@ -47,7 +49,9 @@ MULTIPART_BODY: dict[str, Any] = {
                             "(5 MiB by default) and CONDUIT_UPLOAD_MAX_PIXELS.",
                         }
                     },
-                }
+                },
+                # What is accepted; the type is still decided by the file's content, never this.
+                "encoding": {FIELD: {"contentType": ", ".join(IMAGE_TYPES)}},
             }
         },
     }
@@ -86,7 +90,7 @@ async def upload_avatar(
     await _rate_limit(limiter, settings, caller.user.id)
     async with receive_file(request, max_bytes=settings.upload_max_bytes) as upload:
         await media_service.set_avatar(
-            session, storage, caller.user, upload, UploadRules.from_settings(settings)
+            session, storage, caller.user, upload.path, UploadRules.from_settings(settings)
         )
     return user_response(caller.user, caller.token, links)
 
@@ -110,8 +114,12 @@ async def remove_avatar(caller: CurrentCaller, session: SessionDep, links: Media
     summary="Add an image to an article",
     description="Multipart, the image in the field `file`. Only the article's author may. Answers the "
     "article with the new image in `images`; its `variants` (thumbnails) appear once a background job "
-    "has made them." + RULES,
-    responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
+    "has made them." + RULES + " Safe to retry with an `Idempotency-Key` (the file's bytes are part "
+    "of the request it names; the multipart framing is not).",
+    responses={
+        **error_responses(400, 401, 403, 404, 413, 415, 429, 503),
+        **idempotent_responses(201),
+    },
     openapi_extra=MULTIPART_BODY,
 )
 async def add_article_image(
@@ -123,13 +131,15 @@ async def add_article_image(
     settings: SettingsDep,
     limiter: LimiterDep,
     links: MediaLinksDep,
+    idempotency: IdempotencyDep,
 ) -> ArticleResponse:
     await _rate_limit(limiter, settings, user.id)
     # Before the body is read: a stranger's upload is refused without being received or decoded.
     article_id = await media_service.article_for_upload(session, user, slug)
     async with receive_file(request, max_bytes=settings.upload_max_bytes) as upload:
+        await idempotency.claim(user.id, body_sha256=upload.sha256)
         await media_service.add_article_image(
-            session, storage, user, article_id, upload, UploadRules.from_settings(settings)
+            session, storage, user, article_id, upload.path, UploadRules.from_settings(settings)
         )
     return ArticleResponse(article=await article_service.get_article(session, slug, user.id, links))
 
