@@ -175,7 +175,13 @@ async def test_sigterm_under_load_loses_no_started_request(
         # Two processes writing one SQLite file under this load wait for its write lock past the busy
         # timeout (503s): SQLite's limit, not the shutdown's, and no production setup.
         pytest.skip("several workers are tested on PostgreSQL: set CONDUIT_TEST_DATABASE_URL")
-    settings = make_settings(database_url, tmp_path / "var", log_level="INFO", log_format="json")
+    settings = make_settings(
+        database_url,
+        tmp_path / "var",
+        log_level="INFO",
+        log_format="json",
+        worker_healthcheck_timeout=int(START_PATIENCE),  # workers start slowly on a busy machine
+    )
     with serve(settings, tmp_path, "--workers", str(workers), patience=START_PATIENCE) as server:
         slug, tokens = await _prepare(server)
         load = Load(server, slug, tokens, [], asyncio.Event(), set())
