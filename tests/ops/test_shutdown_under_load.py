@@ -181,6 +181,9 @@ async def test_sigterm_under_load_loses_no_started_request(
         log_level="INFO",
         log_format="json",
         worker_healthcheck_timeout=int(START_PATIENCE),  # workers start slowly on a busy machine
+        # SQLite has one writer: on a starved CPU a write can wait past the default 5 s for its lock
+        # (a clean 503, tests/faults/test_timeouts.py). This test is about the shutdown, not that wait.
+        db_lock_timeout=30.0,
     )
     with serve(settings, tmp_path, "--workers", str(workers), patience=START_PATIENCE) as server:
         slug, tokens = await _prepare(server)
