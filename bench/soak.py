@@ -12,7 +12,8 @@ run's own (its keys are deleted afterwards). For ``--duration`` seconds it drive
   anonymous and signed-in reads (lists, feed, articles, profiles, tags, comments, notifications) and
   writes (articles created, updated and deleted, comments posted and deleted, favorites and follows
   toggled, notifications marked read); what a user creates stays bounded, so the data does not grow
-  without end either;
+  without end either; every create carries an ``Idempotency-Key`` and one in ten is sent again, which
+  must get the first answer back;
 - a login every ``--login-interval`` seconds (bcrypt is expensive), one data export after another
   (POST, poll, download: the jobs run on the worker), readiness and liveness probes every 5 s;
 - ``--ws-clients`` WebSockets that stay connected, answer pings and count the notifications pushed to
@@ -72,6 +73,7 @@ PROBE_INTERVAL, PROBE_TIMEOUT, PROBE_FAILURE_THRESHOLD = 5.0, 3.0, 2
 READINESS = "health ready"  # the readiness probe's operation: its 503 is an answer, judged on its own
 DB_POOL_SIZE, DB_MAX_OVERFLOW = 10, 10  # the defaults, set explicitly: the connection ceiling uses them
 OWN_ARTICLES, OWN_COMMENTS, OWN_FAVORITES, OWN_FOLLOWS = 3, 5, 10, 5  # what one account keeps at most
+REPLAYED = 0.1  # the share of creates (each with an Idempotency-Key) sent a second time
 
 
 STARTED = time.monotonic()
@@ -167,9 +169,13 @@ class Load:
         account: Account | None = None,
         body: dict[str, Any] | None = None,
         expect: tuple[int, ...] = (200,),
+        key: str | None = None,
     ) -> httpx.Response | None:
-        """The request, timed and counted; the response if its status was one of ``expect``."""
-        headers = {"Authorization": f"Token {account.token}"} if account else None
+        """The request, timed and counted; the response if its status was one of ``expect``. ``key``
+        is an ``Idempotency-Key``."""
+        headers = {"Authorization": f"Token {account.token}"} if account else {}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         started = time.perf_counter()
         try:
             response = await self.http.request(method, path, json=body, headers=headers)
@@ -233,16 +239,16 @@ class Load:
                 "body": "Body. " * rng.randrange(5, 50),
                 "tagList": rng.sample(self.tags, 2),
             }
+            body = {"article": article}
+            key = secrets.token_hex(16)
+            path = "/api/v1/articles"
             response = await self.call(
-                "article create",
-                "POST",
-                "/api/v1/articles",
-                account=account,
-                body={"article": article},
-                expect=(201,),
+                "article create", "POST", path, account=account, body=body, expect=(201,), key=key
             )
             if response is not None:
                 account.articles.append(response.json()["article"]["slug"])
+                if rng.random() < REPLAYED:
+                    await self.replay("article create, again", path, account, body, key, response)
         elif roll < 0.75:
             changes = {"article": {"body": "Edited. " * rng.randrange(5, 50)}}
             path = f"/api/v1/articles/{rng.choice(account.articles)}"
@@ -259,11 +265,32 @@ class Load:
             return
         slug = rng.choice(self.slugs)
         body = {"comment": {"body": f"A comment from the soak, {secrets.token_hex(4)}."}}
-        response = await self.call(
-            "comment create", "POST", f"/api/v1/articles/{slug}/comments", account=account, body=body
-        )
+        key = secrets.token_hex(16)
+        path = f"/api/v1/articles/{slug}/comments"
+        response = await self.call("comment create", "POST", path, account=account, body=body, key=key)
         if response is not None:
             account.comments.append((slug, response.json()["comment"]["id"]))
+            if rng.random() < REPLAYED:
+                await self.replay("comment create, again", path, account, body, key, response)
+
+    async def replay(
+        self,
+        operation: str,
+        path: str,
+        account: Account,
+        body: dict[str, Any],
+        key: str,
+        first: httpx.Response,
+    ) -> None:
+        """The same create with the same ``Idempotency-Key``, as a client retrying after a lost answer:
+        the first answer again (``Idempotent-Replayed``), and nothing created twice."""
+        again = await self.call(
+            operation, "POST", path, account=account, body=body, key=key, expect=(first.status_code,)
+        )
+        if again is not None and (
+            again.headers.get("idempotent-replayed") != "true" or again.json() != first.json()
+        ):
+            self.stats.unexpected[f"{operation}: not the first answer"] += 1
 
     async def favorite_toggle(self, account: Account, rng: random.Random) -> None:
         if len(account.favorited) >= OWN_FAVORITES or (account.favorited and rng.random() < 0.4):
@@ -314,7 +341,10 @@ class Load:
 
     async def export(self, account: Account) -> None:
         """One data export from start to download: the jobs run on the worker."""
-        response = await self.call("export create", "POST", "/api/v1/exports", account=account, expect=(202,))
+        key = secrets.token_hex(16)
+        response = await self.call(
+            "export create", "POST", "/api/v1/exports", account=account, expect=(202,), key=key
+        )
         if response is None:
             return
         self.exports["started"] += 1
