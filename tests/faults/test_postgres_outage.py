@@ -7,7 +7,6 @@ is back, the pool recovers by itself and requests succeed again, without a resta
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,17 +16,14 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-import uvicorn
 from click.testing import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
-from typer.testing import CliRunner
 
-from app.cli import cli
 from app.core.config import Settings
 from tests.conftest import make_settings
 from tests.factories import Account, Api
 from tests.faults.pg_server import JsonLogs, PostgresServer, TcpProxy, assert_unavailable, running_app
-from tests.ops.server import server_env
+from tests.ops.server import invoke_serve, server_env
 
 PATIENCE = 60.0  # bounds every wait, so that a hang fails the test instead of stalling it; nothing is timed
 WORKERS = 8  # requests in flight at once
@@ -237,19 +233,13 @@ async def test_a_database_that_accepts_and_never_answers_fails_requests_at_the_c
 def _serve(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings: Settings, *args: str
 ) -> tuple[Result, bool]:
-    """``conduit serve *args`` in this process with ``settings`` (in the environment), the server's run
-    (``app.core.serving.run``) replaced by a recorder: its result, and whether it went on to serve.
-    (What it would serve, the app, is shown to start without a database above.)"""
+    """``conduit serve *args`` in this process with ``settings`` (in the environment), the server
+    recorded, not run: its result, and whether it went on to serve. (What it would serve, the app, is
+    shown to start without a database above.)"""
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
     for name, value in server_env(settings).items():
         monkeypatch.setenv(name, value)
-    served: list[uvicorn.Config] = []
-    monkeypatch.setattr("app.cli.serving.run", served.append)
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        result = CliRunner().invoke(cli, ["serve", *args])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)  # serve sets its own, for the server's process
+    result, served = invoke_serve(monkeypatch, *args)
     return result, bool(served)
 
 

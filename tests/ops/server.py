@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,8 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+from click.testing import Result
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from app.cli import cli
 from app.core.config import Settings
 from tests.factories import PASSWORD
 
@@ -131,3 +136,16 @@ def silent_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)  # never accept()ed: clients connect, then wait for an answer forever
         yield sock.getsockname()[1]
+
+
+def invoke_serve(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Result, list[uvicorn.Config]]:
+    """Run ``conduit serve *args`` in this process with the server's run (``app.core.serving.run``)
+    replaced by a recorder: the command's result, and the configurations it would have served."""
+    served: list[uvicorn.Config] = []
+    monkeypatch.setattr("app.cli.serving.run", served.append)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        result = CliRunner().invoke(cli, ["serve", *args])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)  # serve sets its own, for the server's process
+    return result, served

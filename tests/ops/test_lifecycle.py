@@ -14,14 +14,12 @@ from typing import Any
 import pytest
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
-from typer.testing import CliRunner
 from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import connect
 
-from app.cli import cli
 from tests.conftest import make_settings
 from tests.factories import PASSWORD
-from tests.ops.server import PATIENCE, Server, register, serve
+from tests.ops.server import PATIENCE, Server, invoke_serve, register, serve
 
 CLOSE_SERVICE_RESTART = 1012  # RFC 6455: "the server is restarting", so reconnect
 
@@ -108,13 +106,7 @@ def _served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> uvic
     monkeypatch.delenv("CONDUIT_DATABASE_URL", raising=False)
     monkeypatch.setenv("CONDUIT_GRACEFUL_SHUTDOWN_TIMEOUT", "7")
     monkeypatch.setenv("CONDUIT_WORKER_HEALTHCHECK_TIMEOUT", "45")
-    calls: list[uvicorn.Config] = []
-    monkeypatch.setattr("app.cli.serving.run", calls.append)
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        result = CliRunner().invoke(cli, ["serve", *args])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)  # serve sets its own, for the server's process
+    result, calls = invoke_serve(monkeypatch, *args)
     assert result.exit_code == 0, result.output
     (config,) = calls
     return config
