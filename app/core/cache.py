@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from typing import Protocol
 
 from cachetools import TTLCache
@@ -38,6 +37,7 @@ from app.core.config import Settings
 from app.core.metrics import CACHE_HITS, CACHE_MISSES
 from app.core.profiling import record_cache
 from app.core.redis_link import RedisLink, backoff, create_client
+from app.utils.tasks import cancel_and_wait
 
 # Set in a session's ``info`` by services whose writes change cached (shared) data; the request's
 # unit of work invalidates the cache once the transaction has committed.
@@ -272,7 +272,5 @@ class Cache:
 
     async def close(self) -> None:
         if self._repair is not None:
-            self._repair.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._repair
+            await cancel_and_wait(self._repair)
         await self._backend.close()

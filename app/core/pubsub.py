@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.config import Settings
 from app.core.redis_link import RedisLink, backoff, create_client
+from app.utils.tasks import cancel_and_wait
 
 logger = logging.getLogger("conduit.pubsub")
 
@@ -220,9 +221,7 @@ class RedisPubSub(_Local):
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._reader
+            await cancel_and_wait(self._reader)
         await self._listener.aclose()
         await self._publisher.aclose()
 

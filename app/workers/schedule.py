@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from app.core.outbox import Job, TaskQueue
 from app.services.digest import WEEKLY_DIGEST
 from app.services.housekeeping import HOUSEKEEPING
+from app.utils.tasks import cancel_and_wait
 
 logger = logging.getLogger("conduit.jobs")
 
@@ -83,7 +83,5 @@ class InProcessScheduler:
     async def stop(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
