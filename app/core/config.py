@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     password_pepper: SecretStr | None = None
     jwt_issuer: str = "conduit"
     jwt_audience: str = "conduit-api"
+    jwt_verified_cache_size: int = Field(
+        default=4096, ge=0, le=1_000_000, description="access tokens kept verified per process; 0: none"
+    )
     access_token_ttl: int = Field(default=15 * 60, ge=60, description="seconds, with a refresh token")
     # RealWorld front ends never refresh, so the tokens of POST /users and /users/login live longer.
     realworld_token_ttl: int = Field(default=24 * 3600, ge=60, description="seconds")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import jwt
@@ -92,6 +94,45 @@ def test_expired_token(unit_settings: Settings) -> None:
     old = tokens.issue(1, 3600, now=datetime.now(UTC) - timedelta(days=2))
     with pytest.raises(InvalidTokenError):
         tokens.verify(old)
+
+
+def test_a_remembered_token_still_expires(unit_settings: Settings) -> None:
+    """The verified-token memo checks expiry on every use: a token verified while valid is refused
+    once its ``exp`` has passed."""
+    tokens = TokenService(unit_settings)
+    token = tokens.issue(1, 2)  # ``exp`` is whole seconds: it comes in one to two seconds
+    expires_at = tokens.verify(token).expires_at.timestamp()
+    assert tokens.verify(token).user_id == 1  # from the memo
+    time.sleep(max(0.0, expires_at - time.time()) + 0.05)
+    with pytest.raises(InvalidTokenError):
+        tokens.verify(token)
+
+
+@pytest.mark.parametrize("size", [4096, 0])
+def test_verified_tokens_are_decoded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    tokens = TokenService(make_settings("sqlite+aiosqlite://", tmp_path, jwt_verified_cache_size=size))
+    token = tokens.issue(7, 900)
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(text: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(text)
+        return real_decode(text, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    for _ in range(3):
+        assert tokens.verify(token).user_id == 7
+    assert len(decoded) == (1 if size else 3)
+
+
+def test_a_refused_token_is_not_remembered(unit_settings: Settings) -> None:
+    tokens = TokenService(unit_settings)
+    token = tokens.issue(1, 900)
+    forged = _resign(unit_settings, token, sub="2")[:-2] + "AA"  # a bad signature
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError):
+            tokens.verify(forged)
+    assert tokens.verify(token).user_id == 1
 
 
 def _resign(settings: Settings, token: str, *, algorithm: str = "HS256", **changes: object) -> str:
