@@ -1,8 +1,13 @@
-"""``cancel_and_wait``: the background task ends, and a cancelled caller stays cancelled."""
+"""``cancel_and_wait``: the background task ends, a cancelled caller stays cancelled, and a task that
+will not end holds nobody."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+
+import pytest
 
 from app.utils.tasks import cancel_and_wait
 
@@ -43,3 +48,23 @@ async def test_a_cancelled_caller_is_not_swallowed() -> None:
     assert not carried_on
     await asyncio.wait({task})
     assert stopped.is_set()
+
+
+async def test_a_task_that_ignores_its_cancellation_is_left_behind_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # as a library that loses one would
+                await release.wait()
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="conduit.tasks"):
+        await cancel_and_wait(task, grace=0.1)
+    assert not task.done()
+    assert "background task stubborn still running" in caplog.text
+    release.set()
+    await asyncio.wait({task})
