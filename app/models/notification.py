@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
@@ -19,11 +19,26 @@ class NotificationKind(StrEnum):
     EXPORT = "export"  # the recipient's export is ready (or failed)
 
 
+# The predicate of the partial unique index below, as literal SQL (see UNFINISHED_PREDICATE in
+# app/models/export.py for why an ON CONFLICT naming it must not use a bound parameter).
+ARTICLE_PREDICATE = "kind = 'article'"
+
+
 class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         # Newest first per recipient, and the cursor (id) is the order: one index serves both.
         Index("ix_notifications_recipient_id_id", "recipient_id", "id"),
+        # One "new article" notification per follower and article, whatever runs the fan-out job how
+        # many times at once (app/services/notifications.py: notify_followers_of_article).
+        Index(
+            "uq_notifications_article_recipient",
+            "article_id",
+            "recipient_id",
+            unique=True,
+            sqlite_where=text(ARTICLE_PREDICATE),
+            postgresql_where=text(ARTICLE_PREDICATE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

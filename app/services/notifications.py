@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, and_, exists, func, insert, literal, select, update
+from sqlalchemy import Row, and_, exists, func, insert, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -17,7 +17,9 @@ from app.core.mail import EmailMessageData
 from app.core.outbox import Enqueue, Job, Publish, after_commit
 from app.core.storage import RELATIVE_LINKS, MediaLinks
 from app.db.base import utcnow
+from app.db.dialect import insert_ignoring_conflicts
 from app.models import Article, Follow, Notification, NotificationKind, User
+from app.models.notification import ARTICLE_PREDICATE
 from app.schemas.notification import NotificationArticle, NotificationListResponse, NotificationOut, Ref
 from app.schemas.profile import Profile
 
@@ -26,6 +28,7 @@ Recipient = aliased(User)
 
 # The job that fans a new article out to its author's followers (app/workers/notifications.py).
 ARTICLE_PUBLISHED = "notifications.article_published"
+ARTICLE_WHERE = text(ARTICLE_PREDICATE)  # the partial unique index's (see app/models/notification.py)
 
 
 def _select() -> Any:
@@ -163,18 +166,15 @@ def announce_article(session: AsyncSession, article_id: int) -> None:
 
 
 async def notify_followers_of_article(session: AsyncSession, article_id: int, links: MediaLinks) -> int:
-    """Notify every follower of the article's author, once each (running it again adds nothing):
-    one ``INSERT … SELECT`` whatever the number of followers. Only people who followed before the
-    article appeared: the job runs after the commit, when later followers may exist. Returns how many
-    were notified."""
+    """Notify every follower of the article's author, once each: one ``INSERT … SELECT`` whatever the
+    number of followers. Only people who followed before the article appeared: the job runs after the
+    commit, when later followers may exist. Running it again, even at the same time as itself, adds
+    nothing: the partial unique index on (article, recipient) turns a second notification into a
+    no-op (``ON CONFLICT DO NOTHING``; a concurrent run waits for the first one's commit, then skips
+    its rows). Returns how many were notified."""
     article = await session.get(Article, article_id)
     if article is None:  # deleted since: nothing to announce
         return 0
-    already = exists().where(
-        Notification.recipient_id == Follow.follower_id,
-        Notification.kind == NotificationKind.ARTICLE,
-        Notification.article_id == article_id,
-    )
     followers = select(
         Follow.follower_id,
         literal(NotificationKind.ARTICLE.value),
@@ -185,11 +185,16 @@ async def notify_followers_of_article(session: AsyncSession, article_id: int, li
         and_(
             Follow.followee_id == article.author_id,
             Follow.created_at <= article.created_at,  # new to them: they followed before it appeared
-            ~already,
         )
     )
     inserted = await session.scalars(
-        insert(Notification)
+        insert_ignoring_conflicts(
+            session,
+            Notification.__table__,
+            Notification.article_id,
+            Notification.recipient_id,
+            index_where=ARTICLE_WHERE,
+        )
         .from_select(["recipient_id", "kind", "actor_id", "article_id", "created_at"], followers)
         .returning(Notification.id)
     )

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from sqlalchemy import func, select
+from fastapi import FastAPI
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.models import Comment, Favorite, Follow, Notification, User
+from app.core.storage import MediaLinks
+from app.models import Article, Comment, Favorite, Follow, Notification, User
+from app.services.notifications import notify_followers_of_article
+from tests.conftest import jobs_done
 from tests.factories import PASSWORD, Api
 
 
@@ -114,3 +118,34 @@ async def test_parallel_comments_and_equal_titles(
     slugs = {r.json()["article"]["slug"] for r in articles}
     assert len(slugs) == 20 and "same-title" in slugs
     assert (await client.get("/articles?author=author&limit=100")).json()["articlesCount"] == 21
+
+
+async def test_two_runs_of_the_article_fan_out_at_once_notify_each_follower_once(
+    api: Api, client: httpx.AsyncClient, app: FastAPI, engine: AsyncEngine
+) -> None:
+    """A job may be delivered twice at the same moment (a redelivery while the first run is still
+    going): the second run's INSERT waits for the first's commit on the partial unique index, then
+    adds nothing. (Without the index both runs see no notification yet and both insert.)"""
+    author = await api.register("author")
+    fans = [await api.register(f"fan{n}") for n in range(3)]
+    for fan in fans:
+        assert (await client.post("/profiles/author/follow", headers=fan.headers)).status_code == 200
+    slug = (await api.article(author))["slug"]
+    await jobs_done(app)  # the fan-out the publication sent
+    async with engine.begin() as connection:  # as if it had not run yet
+        article_id = (await connection.execute(select(Article.id).where(Article.slug == slug))).scalar_one()
+        gone = await connection.execute(delete(Notification).where(Notification.kind == "article"))
+        assert gone.rowcount == len(fans)
+    links = MediaLinks("https://conduit.example")
+    async with app.state.sessionmaker() as first, app.state.sessionmaker() as second:
+        assert await notify_followers_of_article(first, article_id, links) == 3
+        racing = asyncio.create_task(notify_followers_of_article(second, article_id, links))
+        await asyncio.sleep(0.3)  # the second run is now waiting for the first (on PostgreSQL)
+        await first.commit()
+        assert await racing == 0
+        await second.commit()
+    async with engine.connect() as connection:
+        recipients = (
+            await connection.scalars(select(Notification.recipient_id).where(Notification.kind == "article"))
+        ).all()
+    assert len(recipients) == len(set(recipients)) == len(fans)
