@@ -31,12 +31,27 @@ class Check(StrEnum):
     ABSENT = "absent"  # not configured
 
 
-def probe_engine(settings: Settings) -> AsyncEngine:
-    """An engine of its own for checks: one short-lived connection per check, outside the request
-    pool, so that a busy pool never makes a healthy process look unready (and unready pods shed load)."""
+def probe_engine(settings: Settings, *, keep: bool = False) -> AsyncEngine:
+    """An engine of its own for checks, outside the request pool, so that a busy pool never makes a
+    healthy process look unready (and unready pods shed load).
+
+    ``keep``: one connection kept between checks (pinged on checkout, so a database restart costs no
+    false failure). Opening one per probe meant a connection handshake and, on PostgreSQL, a new
+    server process every few seconds, which on a saturated host sometimes took longer than
+    ``CONDUIT_HEALTH_TIMEOUT`` and answered 503 for a healthy process (seen in the soak).
+    """
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)  # as the application's engine does
-    return create_async_engine(settings.database_url, poolclass=NullPool, hide_parameters=True)
+    if not keep:
+        return create_async_engine(settings.database_url, poolclass=NullPool, hide_parameters=True)
+    return create_async_engine(
+        settings.database_url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=settings.health_timeout,
+        pool_pre_ping=True,
+        hide_parameters=True,
+    )
 
 
 async def check_database(engine: AsyncEngine) -> None:
@@ -99,7 +114,7 @@ class Readiness:
 
     def __init__(self, settings: Settings) -> None:
         self._timeout = settings.health_timeout
-        self._engine = probe_engine(settings)
+        self.engine = probe_engine(settings, keep=True)
         self._redis = redis_client(settings.redis_url, self._timeout) if settings.redis_url else None
         self._broker_url = settings.effective_broker_url if settings.uses_celery else None
         self._last: dict[str, Check] = {}
@@ -135,7 +150,7 @@ class Readiness:
 
     async def _check(self) -> tuple[Check, dict[str, Check]]:
         """One round: the checks run at once."""
-        database = self._run("database", check_database(self._engine), Check.UNAVAILABLE)
+        database = self._run("database", check_database(self.engine), Check.UNAVAILABLE)
         cache = (
             self._absent()
             if self._redis is None
@@ -155,7 +170,7 @@ class Readiness:
         return Check.OK, checks
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self.engine.dispose()
         if self._redis is not None:
             await self._redis.aclose()
 

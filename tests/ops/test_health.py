@@ -10,6 +10,8 @@ import os
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
 
 from app.core.health import Check, Readiness, quiet_probe_access_logs
 from tests.conftest import TEST_REDIS_URL, ClientFactory
@@ -164,3 +166,20 @@ async def test_probes_arriving_together_share_one_round_of_checks(make_client: C
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_readiness_keeps_one_database_connection(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """Probe after probe, the database check reuses one connection instead of opening one each."""
+    readiness: Readiness = app.state.readiness
+    opened: list[object] = []
+
+    def on_connect(connection: object, _record: object) -> None:
+        opened.append(connection)
+
+    event.listen(readiness.engine.sync_engine, "connect", on_connect)
+    try:
+        for _ in range(3):
+            assert (await client.get("http://test/health/ready")).status_code == 200
+    finally:
+        event.remove(readiness.engine.sync_engine, "connect", on_connect)
+    assert len(opened) <= 1  # none if an earlier probe of this app opened it
