@@ -17,7 +17,6 @@ import anyio.to_thread
 import redis.asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from app.core.config import Settings
 
@@ -31,19 +30,17 @@ class Check(StrEnum):
     ABSENT = "absent"  # not configured
 
 
-def probe_engine(settings: Settings, *, keep: bool = False) -> AsyncEngine:
+def probe_engine(settings: Settings) -> AsyncEngine:
     """An engine of its own for checks, outside the request pool, so that a busy pool never makes a
     healthy process look unready (and unready pods shed load).
 
-    ``keep``: one connection kept between checks (pinged on checkout, so a database restart costs no
-    false failure). Opening one per probe meant a connection handshake and, on PostgreSQL, a new
-    server process every few seconds, which on a saturated host sometimes took longer than
+    It keeps one connection between checks (pinged on checkout, so a database restart costs no false
+    failure). Opening one per probe meant a connection handshake and, on PostgreSQL, a new server
+    process every few seconds, which on a saturated host sometimes took longer than
     ``CONDUIT_HEALTH_TIMEOUT`` and answered 503 for a healthy process (seen in the soak).
     """
     if settings.is_sqlite:
         settings.var_dir.mkdir(parents=True, exist_ok=True)  # as the application's engine does
-    if not keep:
-        return create_async_engine(settings.database_url, poolclass=NullPool, hide_parameters=True)
     return create_async_engine(
         settings.database_url,
         pool_size=1,
@@ -114,7 +111,7 @@ class Readiness:
 
     def __init__(self, settings: Settings) -> None:
         self._timeout = settings.health_timeout
-        self.engine = probe_engine(settings, keep=True)
+        self.engine = probe_engine(settings)
         self._redis = redis_client(settings.redis_url, self._timeout) if settings.redis_url else None
         self._broker_url = settings.effective_broker_url if settings.uses_celery else None
         self._last: dict[str, Check] = {}
